@@ -1,0 +1,34 @@
+"""The `corral` command line."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Corral: self-hosted, E2B-compatible sandboxes for AI agents.", no_args_is_help=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Corral: self-hosted, E2B-compatible sandboxes for AI agents."""
+
+
+@app.command()
+def envd(
+    port: int = typer.Option(None, help="Port to serve on (default 49983, CORRAL_PORT)."),
+    host: str = typer.Option(None, help="Address to bind (default 0.0.0.0, CORRAL_HOST)."),
+    user: str = typer.Option(None, "--user", help="Default user for commands and files (default 'user')."),
+    workdir: str = typer.Option(
+        None, "--workdir", help="Default working directory (default: the user's home)."
+    ),
+    sync_clock: bool = typer.Option(
+        None, "--sync-clock/--no-sync-clock", help="Set the clock from /init timestamps (inside sandboxes)."
+    ),
+) -> None:
+    """Run envd, the in-sandbox daemon that serves E2B's data plane."""
+    from services.envd.server import run
+
+    run(port=port, host=host, default_user=user, default_workdir=workdir, sync_clock=sync_clock)
+
+
+def main() -> None:
+    app()
