@@ -18,6 +18,7 @@ from .api.files_download import DownloadEndpoint
 from .api.files_upload import UploadEndpoint
 from .api.system import SystemEndpoints
 from .auth import OPEN_PATHS, UNAUTHORIZED_MESSAGE, token_matches
+from .codecs import envd_codecs
 from .errors import HTTPFailure, error_response
 from .filesystem.service import FilesystemService
 from .gen.filesystem.filesystem_connect import FilesystemASGIApplication
@@ -115,8 +116,14 @@ def create_app(identity: Identity, *, sync_clock: bool = False) -> ASGIApp:
         lifespan=lifespan,
     )
     rpc: dict[str, ASGIApp] = {
-        "process.Process": ProcessASGIApplication(ProcessService(state, processes)),  # type: ignore[arg-type]
-        "filesystem.Filesystem": FilesystemASGIApplication(FilesystemService(state)),  # type: ignore[arg-type]
+        "process.Process": ProcessASGIApplication(
+            ProcessService(state, processes),  # type: ignore[arg-type]
+            codecs=envd_codecs(),
+        ),
+        "filesystem.Filesystem": FilesystemASGIApplication(
+            FilesystemService(state),  # type: ignore[arg-type]
+            codecs=envd_codecs(),
+        ),
     }
     app: ASGIApp = AccessTokenGuard(RpcRouter(http, rpc), state)
     return CORSMiddleware(

@@ -7,7 +7,7 @@ import fcntl
 import os
 import struct
 import termios
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..users import User
@@ -40,14 +40,30 @@ def set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _take_controlling_terminal() -> None:  # runs in the child between fork and exec
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _child_setup(user: User, pty_slave: int | None) -> Callable[[], None]:
+    """What the child does between fork and exec: lead a new session with the PTY as its
+    terminal, then become the user. uvloop runs this before it sets up stdio and has no
+    user/group arguments, hence the explicit slave fd and the id changes here."""
+    groups = sorted(user.groups)
+
+    def setup() -> None:
+        if pty_slave is not None:
+            os.setsid()
+            fcntl.ioctl(pty_slave, termios.TIOCSCTTY, 0)
+        if not user.is_root:
+            os.setgroups(groups)
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+
+    return setup
 
 
 async def _reader_for_fd(fd: int) -> asyncio.StreamReader:
+    """A reader over its own duplicate of `fd`: the transport closes that copy when it
+    sees EIO, while `fd` stays valid for writes and resizes until its owner closes it."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=READ_CHUNK * 4)
-    pipe = os.fdopen(fd, "rb", buffering=0, closefd=False)
+    pipe = os.fdopen(os.dup(fd), "rb", buffering=0)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     return reader
 
@@ -63,7 +79,6 @@ async def spawn(
     pty_size: tuple[int, int] | None,
 ) -> Spawned:
     """Raises OSError when the program cannot be started."""
-    ids = {} if user.is_root else {"user": user.uid, "group": user.gid, "extra_groups": sorted(user.groups)}
     if pty_size is None:
         process = await asyncio.create_subprocess_exec(
             cmd,
@@ -74,8 +89,8 @@ async def spawn(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_child_setup(user, None),
             limit=READ_CHUNK * 4,
-            **ids,  # type: ignore[arg-type]
         )
         assert process.stdout is not None and process.stderr is not None
         return Spawned(process, process.stdout, process.stderr, None)
@@ -91,9 +106,7 @@ async def spawn(
             stderr=slave,
             env=dict(env),
             cwd=cwd,
-            start_new_session=True,
-            preexec_fn=_take_controlling_terminal,
-            **ids,  # type: ignore[arg-type]
+            preexec_fn=_child_setup(user, slave),
         )
     except BaseException:
         os.close(master)

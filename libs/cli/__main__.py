@@ -1,0 +1,3 @@
+from libs.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""Files through the real e2b SDK (sync client): /files and filesystem.Filesystem."""
+
+import io
+import os
+
+import pytest
+from e2b import FileNotFoundException, FileType, InvalidArgumentException, SandboxException
+from e2b.sandbox.filesystem.filesystem import WriteEntry
+
+pytestmark = pytest.mark.sandbox
+
+
+def test_write_and_read_text(sbx):
+    info = sbx.files.write("/tmp/files/hello.txt", "hello\nworld")
+    assert (info.path, info.name) == ("/tmp/files/hello.txt", "hello.txt")
+    assert sbx.files.read("/tmp/files/hello.txt") == "hello\nworld"
+
+
+def test_relative_paths_land_in_home_owned_by_user(envd, sbx):
+    info = sbx.files.write("notes/today.txt", "x")
+    assert info.path == "/home/user/notes/today.txt"
+    host = envd.host_path("/home/user/notes/today.txt")
+    assert host.read_text() == "x"
+    assert host.stat().st_uid == 1000 and host.parent.stat().st_uid == 1000
+    assert sbx.files.get_info("notes/today.txt").owner == "user"
+
+
+def test_bytes_and_streams(sbx):
+    payload = os.urandom(300_000)
+    sbx.files.write("/tmp/files/blob.bin", payload)
+    assert sbx.files.read("/tmp/files/blob.bin", format="bytes") == payload
+    streamed = b"".join(sbx.files.read("/tmp/files/blob.bin", format="stream"))
+    assert streamed == payload
+    # A file-like object goes up as application/octet-stream.
+    sbx.files.write("/tmp/files/from-io.bin", io.BytesIO(payload))
+    assert sbx.files.read("/tmp/files/from-io.bin", format="bytes") == payload
+
+
+def test_gzip_upload_and_download(sbx):
+    text = "compressible " * 10_000
+    sbx.files.write("/tmp/files/gz.txt", text, gzip=True)
+    assert sbx.files.read("/tmp/files/gz.txt", gzip=True) == text
+    assert sbx.files.read("/tmp/files/gz.txt") == text
+
+
+def test_procfs_files_are_read_to_eof(sbx):
+    # procfs reports size 0: the body must come from reading, not from stat.
+    boot_id = sbx.files.read("/proc/sys/kernel/random/boot_id")
+    assert len(boot_id.strip()) == 36
+
+
+def test_write_files_in_one_request(sbx):
+    infos = sbx.files.write_files(
+        [
+            WriteEntry(path="/tmp/multi/a.txt", data="A"),
+            WriteEntry(path="/tmp/multi/sub/b.txt", data=b"B"),
+        ]
+    )
+    assert sorted(i.path for i in infos) == ["/tmp/multi/a.txt", "/tmp/multi/sub/b.txt"]
+    assert sbx.files.read("/tmp/multi/sub/b.txt") == "B"
+
+
+def test_overwrite_truncates(sbx):
+    sbx.files.write("/tmp/files/over.txt", "a much longer first version")
+    sbx.files.write("/tmp/files/over.txt", "short")
+    assert sbx.files.read("/tmp/files/over.txt") == "short"
+
+
+def test_list_with_depth_exists_and_info(sbx):
+    sbx.files.write("/tmp/tree/a.txt", "a")
+    sbx.files.write("/tmp/tree/d1/b.txt", "bb")
+    sbx.files.write("/tmp/tree/d1/d2/c.txt", "ccc")
+    top = {e.path: e for e in sbx.files.list("/tmp/tree")}
+    assert set(top) == {"/tmp/tree/a.txt", "/tmp/tree/d1"}
+    assert top["/tmp/tree/d1"].type == FileType.DIR
+    assert top["/tmp/tree/a.txt"].type == FileType.FILE and top["/tmp/tree/a.txt"].size == 1
+    deep = {e.path for e in sbx.files.list("/tmp/tree", depth=3)}
+    assert deep == {
+        "/tmp/tree/a.txt", "/tmp/tree/d1", "/tmp/tree/d1/b.txt", "/tmp/tree/d1/d2", "/tmp/tree/d1/d2/c.txt",
+    }  # fmt: skip
+    assert sbx.files.exists("/tmp/tree/d1/d2/c.txt") is True
+    assert sbx.files.exists("/tmp/tree/missing") is False
+    info = sbx.files.get_info("/tmp/tree/d1/b.txt")
+    assert (info.name, info.size, info.permissions, info.mode) == ("b.txt", 2, "-rw-r--r--", 0o644)
+
+
+def test_symlinks_report_their_target(sbx):
+    sbx.files.write("/tmp/links/target.txt", "t")
+    sbx.commands.run("ln -s /tmp/links/target.txt /tmp/links/link")
+    info = sbx.files.get_info("/tmp/links/link")
+    assert info.type == FileType.SYMLINK
+    assert info.symlink_target == "/tmp/links/target.txt"
+
+
+def test_make_dir_remove_rename(sbx):
+    assert sbx.files.make_dir("/tmp/ops/new/deeper") is True
+    assert sbx.files.make_dir("/tmp/ops/new/deeper") is False
+    sbx.files.write("/tmp/ops/new/deeper/f.txt", "f")
+    moved = sbx.files.rename("/tmp/ops/new/deeper/f.txt", "/tmp/ops/elsewhere/g.txt")
+    assert moved.path == "/tmp/ops/elsewhere/g.txt"
+    assert sbx.files.read("/tmp/ops/elsewhere/g.txt") == "f"
+    assert sbx.files.exists("/tmp/ops/new/deeper/f.txt") is False
+    sbx.files.remove("/tmp/ops/new")
+    assert sbx.files.exists("/tmp/ops/new") is False
+    sbx.files.remove("/tmp/ops/never-existed")  # no error
+
+
+def test_file_metadata_round_trip(sbx):
+    info = sbx.files.write("/tmp/files/meta.txt", "m", metadata={"owner": "agent-7"})
+    assert info.metadata == {"owner": "agent-7"}
+    assert sbx.files.get_info("/tmp/files/meta.txt").metadata == {"owner": "agent-7"}
+
+
+def test_missing_file_is_not_found(sbx):
+    with pytest.raises(FileNotFoundException):
+        sbx.files.read("/tmp/definitely/not/here")
+    with pytest.raises(FileNotFoundException):
+        sbx.files.list("/tmp/definitely/not/here")
+    with pytest.raises(FileNotFoundException):
+        sbx.files.get_info("/tmp/definitely/not/here")
+
+
+def test_directory_given_as_file_is_invalid(sbx):
+    sbx.files.make_dir("/tmp/a-dir")
+    with pytest.raises(InvalidArgumentException):
+        sbx.files.read("/tmp/a-dir")
+    with pytest.raises(InvalidArgumentException):
+        sbx.files.write("/tmp/a-dir", "x")
+    sbx.files.write("/tmp/a-file", "x")
+    with pytest.raises(InvalidArgumentException):
+        sbx.files.list("/tmp/a-file")
+    with pytest.raises(InvalidArgumentException):
+        sbx.files.make_dir("/tmp/a-file")
+
+
+def test_permissions_are_the_users(sbx):
+    sbx.files.write("/root/secret.txt", "top secret", user="root")
+    assert sbx.files.read("/root/secret.txt", user="root") == "top secret"
+    with pytest.raises(SandboxException, match="permission denied"):
+        sbx.files.read("/root/secret.txt")
+    with pytest.raises(SandboxException, match="permission denied"):
+        sbx.files.write("/root/other.txt", "nope")
+    with pytest.raises(SandboxException, match="permission denied"):
+        sbx.files.list("/root")
+    with pytest.raises(SandboxException, match="permission denied"):
+        sbx.files.make_dir("/usr/not-yours")
+    assert sbx.commands.run("cat /root/secret.txt", user="root").stdout == "top secret"

@@ -1,0 +1,127 @@
+"""envd as a real process in a root of its own.
+
+bubblewrap gives it the host's programs read-only, plus its own /etc/passwd and /etc/group
+(with the sandbox user `user`, uid 1000), /home, /root and /tmp from a temporary directory:
+the test can create users and files freely and the host's own files never change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+USER_UID = 1000
+PASSWD = """root:x:0:0:root:/root:/bin/bash
+user:x:1000:1000:sandbox user:/home/user:/bin/bash
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+"""
+GROUP = """root:x:0:
+user:x:1000:
+nogroup:x:65534:
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bwrap_available() -> bool:
+    return shutil.which("bwrap") is not None and os.geteuid() == 0
+
+
+class EnvdInSandbox:
+    """Start with `start()`, stop with `stop()`; `url` is envd's base URL."""
+
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.root = Path(tempfile.mkdtemp(prefix="corral-envd-"))
+        self._extra_args = extra_args
+        self._process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.root / "envd.log"
+
+    def host_path(self, sandbox_path: str) -> Path:
+        """Where a path under /home, /root or /tmp of the sandbox lies on the host."""
+        top, _, rest = sandbox_path.lstrip("/").partition("/")
+        return self.root / top / rest
+
+    def _prepare_root(self) -> None:
+        (self.root / "etc").mkdir()
+        (self.root / "etc" / "passwd").write_text(PASSWD)
+        (self.root / "etc" / "group").write_text(GROUP)
+        for directory in ("home/user", "root", "tmp"):
+            (self.root / directory).mkdir(parents=True)
+        os.chown(self.root / "home" / "user", USER_UID, USER_UID)
+        (self.root / "root").chmod(0o700)
+        (self.root / "tmp").chmod(0o1777)
+
+    @staticmethod
+    def _python_binds() -> list[str]:
+        """The interpreter may live under a directory the sandbox gets its own copy of
+        (pyenv under /root): bind it back in."""
+        prefix = os.path.realpath(sys.base_prefix)
+        if prefix.startswith(("/root/", "/home/", "/tmp/")):
+            return ["--ro-bind", prefix, prefix]
+        return []
+
+    def command(self) -> list[str]:
+        envd = [sys.executable, "-m", "libs.cli", "envd", "--host", "127.0.0.1", "--port", str(self.port)]
+        return [
+            "bwrap",
+            "--ro-bind", "/", "/",
+            "--dev", "/dev",
+            "--proc", "/proc",
+            "--bind", str(self.root / "tmp"), "/tmp",
+            "--bind", str(self.root / "home"), "/home",
+            "--bind", str(self.root / "root"), "/root",
+            *self._python_binds(),
+            "--ro-bind", str(self.root / "etc" / "passwd"), "/etc/passwd",
+            "--ro-bind", str(self.root / "etc" / "group"), "/etc/group",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--die-with-parent",
+            "--cap-add", "ALL",
+            "--chdir", str(Path(__file__).resolve().parents[2]),
+            *envd,
+            *self._extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 30) -> EnvdInSandbox:
+        self._prepare_root()
+        log = self.log_path.open("wb")
+        self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"envd exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 204:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"envd did not answer within {timeout_s}s:\n{self.log_path.read_text()}")
+
+    def init(self, **body: object) -> httpx.Response:
+        return httpx.post(f"{self.url}/init", json=body, timeout=10)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
