@@ -113,6 +113,32 @@ class EnvdInSandbox:
         self.stop()
         raise RuntimeError(f"envd did not answer within {timeout_s}s:\n{self.log_path.read_text()}")
 
+    def daemon_pid(self) -> int:
+        """The envd process itself (bwrap's descendant running the CLI)."""
+        assert self._process is not None
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        for pid in parents:
+            ancestor = parents.get(pid)
+            while ancestor and ancestor != self._process.pid:
+                ancestor = parents.get(ancestor)
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if ancestor and argv[1:3] == [b"-m", b"libs.cli"]:
+                return pid
+        raise LookupError("envd process not found")
+
+    def peak_rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.daemon_pid()}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise LookupError("VmHWM missing")
+
     def init(self, **body: object) -> httpx.Response:
         return httpx.post(f"{self.url}/init", json=body, timeout=10)
 
