@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 USER_UID = 1000
 PASSWD = """root:x:0:0:root:/root:/bin/bash
 user:x:1000:1000:sandbox user:/home/user:/bin/bash
@@ -66,13 +67,14 @@ class EnvdInSandbox:
         (self.root / "tmp").chmod(0o1777)
 
     @staticmethod
-    def _python_binds() -> list[str]:
-        """The interpreter may live under a directory the sandbox gets its own copy of
-        (pyenv under /root): bind it back in."""
-        prefix = os.path.realpath(sys.base_prefix)
-        if prefix.startswith(("/root/", "/home/", "/tmp/")):
-            return ["--ro-bind", prefix, prefix]
-        return []
+    def _host_binds() -> list[str]:
+        """The interpreter, the virtualenv or this checkout may live under a directory the
+        sandbox gets its own copy of (pyenv under /root, a clone under /tmp): bind them back."""
+        binds: list[str] = []
+        for path in {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, REPO_ROOT)}:
+            if path.startswith(("/root/", "/home/", "/tmp/")):
+                binds += ["--ro-bind", path, path]
+        return binds
 
     def command(self) -> list[str]:
         envd = [sys.executable, "-m", "libs.cli", "envd", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -84,14 +86,14 @@ class EnvdInSandbox:
             "--bind", str(self.root / "tmp"), "/tmp",
             "--bind", str(self.root / "home"), "/home",
             "--bind", str(self.root / "root"), "/root",
-            *self._python_binds(),
+            *self._host_binds(),
             "--ro-bind", str(self.root / "etc" / "passwd"), "/etc/passwd",
             "--ro-bind", str(self.root / "etc" / "group"), "/etc/group",
             "--unshare-pid",
             "--unshare-ipc",
             "--die-with-parent",
             "--cap-add", "ALL",
-            "--chdir", str(Path(__file__).resolve().parents[2]),
+            "--chdir", REPO_ROOT,
             *envd,
             *self._extra_args,
         ]  # fmt: skip
