@@ -1,0 +1,115 @@
+"""NATS with typed messages: requests and replies are msgspec Structs, and every message
+carries the OpenTelemetry trace context in its headers so one trace follows a sandbox from
+the API through the scheduler to the node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from opentelemetry import propagate, trace
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("corral.bus")
+
+Req = TypeVar("Req", bound=msgspec.Struct)
+Rep = TypeVar("Rep", bound=msgspec.Struct)
+
+_encoder = msgspec.json.Encoder()
+
+
+class BusError(RuntimeError):
+    """The request could not be delivered or answered in time."""
+
+
+class Bus:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Bus:
+        client = await nats.connect(
+            url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.client.drain()
+
+    async def request(
+        self, subject: str, message: msgspec.Struct, reply_type: type[Rep], timeout: float
+    ) -> Rep:
+        with tracer.start_as_current_span(f"request {subject}", kind=trace.SpanKind.CLIENT):
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            try:
+                reply = await self.client.request(
+                    subject, _encoder.encode(message), timeout=timeout, headers=headers
+                )
+            except nats.errors.NoRespondersError:
+                raise BusError(f"no service answers on {subject}") from None
+            except nats.errors.TimeoutError:
+                raise BusError(f"no answer on {subject} within {timeout:.0f}s") from None
+            return msgspec.json.decode(reply.data, type=reply_type)
+
+    async def publish(self, subject: str, message: msgspec.Struct) -> None:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        await self.client.publish(subject, _encoder.encode(message), headers=headers)
+
+    async def serve(
+        self,
+        subject: str,
+        request_type: type[Req],
+        handler: Callable[[Req], Awaitable[msgspec.Struct]],
+        queue: str = "",
+    ) -> Subscription:
+        """Answers requests on `subject`; with `queue`, replicas share the work. Each request
+        is handled in its own task (nats-py runs a subscription's callbacks one at a time)."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def handle(msg: Msg) -> None:
+            context = propagate.extract(msg.headers or {})
+            with tracer.start_as_current_span(
+                f"handle {subject}", context=context, kind=trace.SpanKind.SERVER
+            ):
+                try:
+                    request = msgspec.json.decode(msg.data, type=request_type)
+                except msgspec.DecodeError as exc:
+                    log.warning("malformed message on %s: %s", msg.subject, exc)
+                    return
+                try:
+                    reply = await handler(request)
+                except Exception:
+                    log.exception("handler for %s failed", msg.subject)
+                    return
+                if msg.reply:
+                    await msg.respond(_encoder.encode(reply))
+
+        async def on_message(msg: Msg) -> None:
+            task = asyncio.create_task(handle(msg))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        return await self.client.subscribe(subject, queue=queue, cb=on_message)
+
+    async def listen(
+        self, subject: str, message_type: type[Req], handler: Callable[[Req], Awaitable[Any]], queue: str = ""
+    ) -> Subscription:
+        """Receives published events: every listener gets each one, or one per `queue`."""
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                event = msgspec.json.decode(msg.data, type=message_type)
+            except msgspec.DecodeError:
+                return
+            await handler(event)
+
+        return await self.client.subscribe(subject, queue=queue, cb=on_message)

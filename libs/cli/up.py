@@ -1,0 +1,86 @@
+"""`corral up`: the whole stack on this machine until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+from libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_records
+from services.nodeagent.runtime.gvisor import GVisorRuntime
+from services.nodeagent.templates.fingerprint import source_fingerprint
+from services.nodeagent.templates.recipe import recipe_path
+from services.nodeagent.templates.store import TemplateStore, is_current
+
+from .output import console
+from .templates import build_with_progress
+
+DEFAULT_TEMPLATE = "base"
+
+
+def ensure_template(store: TemplateStore, name: str = DEFAULT_TEMPLATE) -> None:
+    if is_current(store.get(name), source_fingerprint(recipe_path(name))):
+        return
+    console.print(f"template [bold]{name}[/bold] is missing or older than this checkout: building it")
+    build_with_progress(name, store)
+
+
+def kill_all_sandboxes(data_dir: Path, redis_url: str) -> None:
+    async def run() -> None:
+        runtime = GVisorRuntime(data_dir)
+        for sandbox in await runtime.list():
+            await runtime.kill(sandbox.sandbox_id)
+        for sandbox_id in await runtime.leftovers():
+            await runtime.kill(sandbox_id)
+        await clear_sandbox_records(redis_url)
+
+    asyncio.run(run())
+
+
+def exports(env: dict[str, str]) -> str:
+    return "\n".join(f"export {name}={value}" for name, value in env.items())
+
+
+def up(
+    data_dir: Path = typer.Option(
+        Path("/var/lib/corral"), help="State: templates, sandboxes, Redis data, logs."
+    ),
+    api_port: int = typer.Option(3000, help="Control-plane API port (E2B_API_URL)."),
+    proxy_port: int = typer.Option(3001, help="Sandbox proxy port (E2B_SANDBOX_URL)."),
+    nats_port: int = typer.Option(4222),
+    redis_port: int = typer.Option(6379),
+    domain: str = typer.Option("localhost", help="Sandbox domain returned to SDKs (E2B_DOMAIN)."),
+    env_file: Path | None = typer.Option(None, help="Also write the exports to this file (source it)."),
+) -> None:
+    """Start NATS, Redis, the four services and the base template; print the E2B env vars."""
+    config = StackConfig(
+        data_dir=data_dir, api_port=api_port, proxy_port=proxy_port, nats_port=nats_port,
+        redis_port=redis_port, domain=domain,
+    )  # fmt: skip
+    ensure_template(TemplateStore(data_dir / "templates"))
+    stack = LocalStack(config)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        with console.status("starting nats, redis and the services"):
+            stack.start_infrastructure()
+            stack.start_services()
+            asyncio.run(stack.create_api_key("dev"))
+        text = exports(stack.client_env())
+        if env_file is not None:
+            env_file.write_text(text + "\n")
+        console.print(f"[green]Corral is up[/green] (logs in {stack.log_dir}). For an E2B client:\n")
+        print(text, flush=True)
+        console.print("\nCtrl-C stops everything.")
+        stop.wait()
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        with console.status("stopping"):
+            stack.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
+        console.print("stopped")

@@ -1,0 +1,43 @@
+"""Redis key names. Records are JSON (msgspec); indexes are sets and sorted sets."""
+
+from __future__ import annotations
+
+PREFIX = "corral"
+
+SANDBOX_INDEX = f"{PREFIX}:sbx:index"  # ZSET sandbox id -> started_at
+LEASES = f"{PREFIX}:leases"  # ZSET sandbox id -> end_at (unix seconds)
+NODES = f"{PREFIX}:nodes"  # SET node ids
+TEMPLATES = f"{PREFIX}:tpls"  # SET template ids
+API_KEYS = f"{PREFIX}:keys"  # SET key hashes
+REAPER_LOCK = f"{PREFIX}:reaper:lock"  # STRING holder id, with expiry
+
+
+def sandbox(sandbox_id: str) -> str:
+    return f"{PREFIX}:sbx:{sandbox_id}"
+
+
+def node(node_id: str) -> str:
+    return f"{PREFIX}:node:{node_id}"
+
+
+def node_sandboxes(node_id: str) -> str:
+    """SET of the sandbox ids placed on a node."""
+    return f"{PREFIX}:node:{node_id}:sbx"
+
+
+def template(template_id: str) -> str:
+    return f"{PREFIX}:tpl:{template_id}"
+
+
+def template_alias(alias: str) -> str:
+    """STRING: the template id an alias names."""
+    return f"{PREFIX}:tpl-alias:{alias}"
+
+
+def api_key(key_hash: str) -> str:
+    return f"{PREFIX}:key:{key_hash}"
+
+
+def owner_sandboxes(key_hash: str) -> str:
+    """SET of the sandbox ids an API key holds (its concurrency count)."""
+    return f"{PREFIX}:key:{key_hash}:sbx"

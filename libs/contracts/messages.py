@@ -1,0 +1,88 @@
+"""Messages on the bus. Every reply carries `error` when the request failed; `status` is
+the HTTP status the API answers with."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .records import SandboxRecord
+
+
+class Failure(msgspec.Struct, kw_only=True):
+    status: int
+    message: str
+
+
+class PlaceRequest(msgspec.Struct, kw_only=True):
+    template_id: str
+    owner: str
+    owner_limit: int
+    timeout_s: int
+    metadata: dict[str, str] = {}
+    env_vars: dict[str, str] = {}
+    secure: bool = True
+    allow_public_traffic: bool = True
+
+
+class SandboxReply(msgspec.Struct, kw_only=True):
+    sandbox: SandboxRecord | None = None
+    error: Failure | None = None
+
+
+class KillRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    reason: str = "killed"
+
+
+class KillReply(msgspec.Struct, kw_only=True):
+    killed: bool = False
+    error: Failure | None = None
+
+
+class TimeoutRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    timeout_s: int
+    # connect: only ever extend; set_timeout: set exactly (may shorten).
+    extend_only: bool = False
+
+
+class NodeCreateRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    template_id: str
+    env_vars: dict[str, str] = {}
+    envd_access_token: str | None = None
+    cpu_count: int
+    memory_mb: int
+
+
+class NodeCreateReply(msgspec.Struct, kw_only=True):
+    host: str = ""
+    envd_version: str = ""
+    error: Failure | None = None
+
+
+class NodeKillRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+
+
+class NodeListRequest(msgspec.Struct, kw_only=True):
+    pass
+
+
+class NodeListReply(msgspec.Struct, kw_only=True):
+    sandbox_ids: list[str] = []
+
+
+class NodeLogsRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    limit: int = 1000
+
+
+class NodeLogsReply(msgspec.Struct, kw_only=True):
+    lines: list[str] = []
+    error: Failure | None = None
+
+
+class SandboxGone(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    reason: str

@@ -1,0 +1,73 @@
+"""What Redis holds, one msgspec Struct per record kind (stored as JSON)."""
+
+from __future__ import annotations
+
+import msgspec
+
+SANDBOX_RUNNING = "running"
+SANDBOX_PAUSED = "paused"
+
+NODE_READY = "ready"
+NODE_DOWN = "down"
+
+
+class SandboxRecord(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    template_id: str
+    alias: str | None = None
+    node_id: str
+    # Where the node reaches the sandbox's ports (its network namespace's address).
+    host: str
+    envd_version: str
+    envd_access_token: str | None = None
+    traffic_access_token: str | None = None
+    metadata: dict[str, str] = {}
+    env_vars: dict[str, str] = {}
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    started_at: float
+    end_at: float
+    state: str = SANDBOX_RUNNING
+    owner: str  # hash of the API key that created it
+    # Sandboxes have no egress yet (their namespace routes nowhere but to the node).
+    allow_internet_access: bool = False
+
+
+class NodeRecord(msgspec.Struct, kw_only=True):
+    node_id: str
+    runtimes: list[str]
+    templates: list[str]
+    cpu_count: int
+    memory_mb: int
+    memory_used_mb: int = 0
+    sandboxes: int = 0
+    max_sandboxes: int
+    heartbeat_at: float
+    started_at: float
+    status: str = NODE_READY
+
+    @property
+    def free_slots(self) -> int:
+        return self.max_sandboxes - self.sandboxes
+
+
+class TemplateRecord(msgspec.Struct, kw_only=True):
+    template_id: str
+    aliases: list[str]
+    build_id: str
+    envd_version: str
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    created_at: float
+    public: bool = True
+
+
+class ApiKeyRecord(msgspec.Struct, kw_only=True):
+    key_hash: str
+    prefix: str  # the first characters, to recognise a key in listings
+    name: str
+    created_at: float
+    max_sandboxes: int
+    revoked: bool = False

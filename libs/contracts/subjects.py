@@ -1,0 +1,24 @@
+"""NATS subjects. Request/reply unless noted."""
+
+from __future__ import annotations
+
+SCHEDULER_QUEUE = "scheduler"
+
+PLACE = "corral.scheduler.place"  # PlaceRequest -> SandboxReply
+KILL = "corral.scheduler.kill"  # KillRequest -> KillReply
+SET_TIMEOUT = "corral.scheduler.timeout"  # TimeoutRequest -> SandboxReply
+
+# Published (no reply): a sandbox stopped being reachable; proxies drop their routes.
+SANDBOX_GONE = "corral.events.sandbox.gone"  # SandboxGone
+
+
+def node_subject(node_id: str, verb: str) -> str:
+    """`corral.node.<id>.<verb>` with verb one of NODE_VERBS."""
+    return f"corral.node.{node_id}.{verb}"
+
+
+NODE_CREATE = "create"  # NodeCreateRequest -> NodeCreateReply
+NODE_KILL = "kill"  # NodeKillRequest -> KillReply
+NODE_LIST = "list"  # NodeListRequest -> NodeListReply
+NODE_LOGS = "logs"  # NodeLogsRequest -> NodeLogsReply
+NODE_VERBS = (NODE_CREATE, NODE_KILL, NODE_LIST, NODE_LOGS)

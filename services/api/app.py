@@ -1,0 +1,57 @@
+"""The control-plane API: E2B's REST surface over the bus (changes) and Redis (queries)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from libs.bus import Bus
+from libs.state import Store
+
+from .auth import Authenticator
+from .errors import ApiError, error_response
+from .routes.sandboxes import SandboxRoutes
+from .routes.templates import TemplateRoutes
+
+
+async def _on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.headers)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail)
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -> Starlette:
+    auth = Authenticator(store)
+    sandboxes = SandboxRoutes(bus, store, auth, domain, place_timeout_s)
+    templates = TemplateRoutes(store, auth)
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/sandboxes", sandboxes.create_v1, methods=["POST"]),
+        Route("/v2/sandboxes", sandboxes.create_v2, methods=["POST"]),
+        Route("/sandboxes", sandboxes.list_v1, methods=["GET"]),
+        Route("/v2/sandboxes", sandboxes.list_v2, methods=["GET"]),
+        Route("/sandboxes/{sandbox_id}", sandboxes.get, methods=["GET"]),
+        Route("/sandboxes/{sandbox_id}", sandboxes.kill, methods=["DELETE"]),
+        Route("/sandboxes/{sandbox_id}/timeout", sandboxes.set_timeout, methods=["POST"]),
+        Route("/sandboxes/{sandbox_id}/refreshes", sandboxes.refresh, methods=["POST"]),
+        Route("/sandboxes/{sandbox_id}/connect", sandboxes.connect, methods=["POST"]),
+        Route("/v2/sandboxes/{sandbox_id}/connect", sandboxes.connect, methods=["POST"]),
+        Route("/sandboxes/{sandbox_id}/logs", sandboxes.logs, methods=["GET"]),
+        Route("/templates", templates.list, methods=["GET"]),
+        Route("/templates/aliases/{alias}", templates.by_alias, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_exception},
+    )

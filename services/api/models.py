@@ -1,0 +1,84 @@
+"""Request and response bodies in E2B's JSON shapes (camelCase; `allow_internet_access`
+is snake_case on the wire, as in E2B's API)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from libs.contracts.records import SandboxRecord
+
+# The reference API always returns this legacy value.
+CLIENT_ID = "6532622b"
+
+
+class NewSandbox(msgspec.Struct, rename="camel", kw_only=True):
+    template_id: str = msgspec.field(name="templateID")
+    timeout: int | None = None
+    metadata: dict[str, str] | None = None
+    env_vars: dict[str, str] | None = None
+    secure: bool | None = None
+    allow_internet_access: bool | None = msgspec.field(default=None, name="allow_internet_access")
+    auto_pause: bool | None = None
+
+
+class TimeoutBody(msgspec.Struct, kw_only=True):
+    timeout: int
+
+
+class RefreshBody(msgspec.Struct, kw_only=True):
+    duration: int | None = None
+
+
+class ConnectBody(msgspec.Struct, kw_only=True):
+    timeout: int | None = None
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def sandbox_body(record: SandboxRecord, domain: str) -> dict[str, object]:
+    body: dict[str, object] = {
+        "templateID": record.template_id,
+        "sandboxID": record.sandbox_id,
+        "clientID": CLIENT_ID,
+        "envdVersion": record.envd_version,
+        "domain": domain,
+        "trafficAccessToken": record.traffic_access_token,
+    }
+    if record.alias:
+        body["alias"] = record.alias
+    if record.envd_access_token:
+        body["envdAccessToken"] = record.envd_access_token
+    return body
+
+
+def listed_body(record: SandboxRecord) -> dict[str, object]:
+    body: dict[str, object] = {
+        "templateID": record.template_id,
+        "sandboxID": record.sandbox_id,
+        "clientID": CLIENT_ID,
+        "startedAt": rfc3339(record.started_at),
+        "endAt": rfc3339(record.end_at),
+        "cpuCount": record.cpu_count,
+        "memoryMB": record.memory_mb,
+        "diskSizeMB": record.disk_mb,
+        "state": record.state,
+        "envdVersion": record.envd_version,
+        "metadata": record.metadata,
+    }
+    if record.alias:
+        body["alias"] = record.alias
+    return body
+
+
+def detail_body(record: SandboxRecord, domain: str) -> dict[str, object]:
+    body = listed_body(record)
+    body["domain"] = domain
+    body["allowInternetAccess"] = record.allow_internet_access
+    body["lifecycle"] = {"autoResume": False, "onTimeout": "kill"}
+    if record.envd_access_token:
+        body["envdAccessToken"] = record.envd_access_token
+    return body

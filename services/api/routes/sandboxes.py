@@ -1,0 +1,246 @@
+"""Sandbox endpoints, both generations (`/sandboxes` and `/v2/sandboxes`)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from urllib.parse import unquote
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from libs.bus import Bus, BusError
+from libs.contracts import subjects
+from libs.contracts.messages import (
+    KillReply,
+    KillRequest,
+    NodeLogsReply,
+    NodeLogsRequest,
+    PlaceRequest,
+    SandboxReply,
+    TimeoutRequest,
+)
+from libs.contracts.records import SANDBOX_PAUSED, SANDBOX_RUNNING, ApiKeyRecord, SandboxRecord
+from libs.state import Store
+
+from ..auth import Authenticator
+from ..errors import ApiError
+from ..models import (
+    ConnectBody,
+    NewSandbox,
+    RefreshBody,
+    TimeoutBody,
+    detail_body,
+    listed_body,
+    sandbox_body,
+)
+
+V1_DEFAULT_TIMEOUT_S = 15
+V2_DEFAULT_TIMEOUT_S = 300
+MAX_TIMEOUT_S = 24 * 3600
+LIST_LIMIT_MAX = 100
+STATES = {SANDBOX_RUNNING, SANDBOX_PAUSED}
+
+
+async def read_json(
+    request: Request, body_type: type[msgspec.Struct], *, optional: bool = False
+) -> msgspec.Struct:
+    raw = await request.body()
+    if not raw.strip():
+        if optional:
+            raw = b"{}"
+        else:
+            raise ApiError(400, "request body is required")
+    try:
+        return msgspec.json.decode(raw, type=body_type)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def _check_timeout(value: int | None, default: int) -> int:
+    timeout = default if value is None else value
+    if timeout < 0 or timeout > MAX_TIMEOUT_S:
+        raise ApiError(400, f"timeout must be between 0 and {MAX_TIMEOUT_S} seconds")
+    return timeout
+
+
+def parse_metadata_filter(raw: str) -> dict[str, str]:
+    """`metadata=k=v&k2=v2`, itself URL-encoded once more by the SDKs (see the protocol notes)."""
+    pairs: dict[str, str] = {}
+    for part in unquote(raw).split("&"):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ApiError(400, f"invalid metadata filter '{raw}': expected key=value pairs")
+        pairs[unquote(key)] = unquote(value)
+    return pairs
+
+
+def _page_token(record: SandboxRecord) -> str:
+    return base64.urlsafe_b64encode(f"{record.started_at!r}:{record.sandbox_id}".encode()).decode()
+
+
+def _after_token(token: str) -> tuple[float, str]:
+    try:
+        started, _, sandbox_id = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        return float(started), sandbox_id
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid nextToken") from None
+
+
+class SandboxRoutes:
+    def __init__(
+        self, bus: Bus, store: Store, auth: Authenticator, domain: str, place_timeout_s: float
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._auth = auth
+        self._domain = domain
+        self._place_timeout_s = place_timeout_s
+
+    async def _owned(self, request: Request, key: ApiKeyRecord) -> SandboxRecord:
+        sandbox_id = request.path_params["sandbox_id"]
+        record = await self._store.sandbox(sandbox_id)
+        if record is None or record.owner != key.key_hash:
+            raise ApiError(404, f"sandbox '{sandbox_id}' not found")
+        return record
+
+    async def _ask(self, subject: str, message: msgspec.Struct, reply_type: type, timeout: float):  # type: ignore[no-untyped-def]
+        try:
+            reply = await self._bus.request(subject, message, reply_type, timeout=timeout)
+        except BusError as exc:
+            raise ApiError(503, f"the scheduler is not answering: {exc}", {"Should-Retry": "false"}) from None
+        if reply.error is not None:
+            raise ApiError(reply.error.status, reply.error.message)
+        return reply
+
+    async def create_v1(self, request: Request) -> Response:
+        return await self._create(request, V1_DEFAULT_TIMEOUT_S, v2=False)
+
+    async def create_v2(self, request: Request) -> Response:
+        return await self._create(request, V2_DEFAULT_TIMEOUT_S, v2=True)
+
+    async def _create(self, request: Request, default_timeout: int, *, v2: bool) -> Response:
+        key = await self._auth(request)
+        body = await read_json(request, NewSandbox)
+        assert isinstance(body, NewSandbox)
+        if not body.template_id:
+            raise ApiError(400, "templateID is required")
+        place = PlaceRequest(
+            template_id=body.template_id,
+            owner=key.key_hash,
+            owner_limit=key.max_sandboxes,
+            timeout_s=_check_timeout(body.timeout, default_timeout),
+            metadata=body.metadata or {},
+            env_vars=body.env_vars or {},
+            # v2 always secures envd; v1 only when asked (`secure: true`).
+            secure=True if v2 else bool(body.secure),
+        )
+        reply: SandboxReply = await self._ask(subjects.PLACE, place, SandboxReply, self._place_timeout_s)
+        assert reply.sandbox is not None
+        return JSONResponse(sandbox_body(reply.sandbox, self._domain), status_code=201)
+
+    async def get(self, request: Request) -> Response:
+        key = await self._auth(request)
+        return JSONResponse(detail_body(await self._owned(request, key), self._domain))
+
+    async def list_v1(self, request: Request) -> Response:
+        key = await self._auth(request)
+        records = await self._filtered(request, key, {SANDBOX_RUNNING})
+        return JSONResponse([listed_body(r) for r in records])
+
+    async def list_v2(self, request: Request) -> Response:
+        key = await self._auth(request)
+        raw_states = request.query_params.get("state")
+        states = {s.strip() for s in raw_states.split(",") if s.strip()} if raw_states else set(STATES)
+        if not states <= STATES:
+            raise ApiError(400, f"invalid state filter '{raw_states}': use running and/or paused")
+        try:
+            limit = int(request.query_params.get("limit", LIST_LIMIT_MAX))
+        except ValueError:
+            raise ApiError(400, "limit must be an integer") from None
+        if not 1 <= limit <= LIST_LIMIT_MAX:
+            raise ApiError(400, f"limit must be between 1 and {LIST_LIMIT_MAX}")
+        records = await self._filtered(request, key, states)
+        token = request.query_params.get("nextToken")
+        if token:
+            after = _after_token(token)
+            records = [r for r in records if (r.started_at, r.sandbox_id) < after]
+        page = records[:limit]
+        headers = {"X-Next-Token": _page_token(page[-1])} if len(records) > limit else {}
+        return JSONResponse([listed_body(r) for r in page], headers=headers)
+
+    async def _filtered(self, request: Request, key: ApiKeyRecord, states: set[str]) -> list[SandboxRecord]:
+        metadata = parse_metadata_filter(request.query_params.get("metadata", ""))
+        template = request.query_params.get("template")
+        records = await self._store.sandboxes(await self._store.sandbox_ids_newest_first())
+        selected = [
+            r
+            for r in records
+            if r.owner == key.key_hash
+            and r.state in states
+            and all(r.metadata.get(k) == v for k, v in metadata.items())
+            and (template is None or template in (r.template_id, r.alias))
+        ]
+        selected.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=True)
+        return selected
+
+    async def kill(self, request: Request) -> Response:
+        key = await self._auth(request)
+        record = await self._owned(request, key)
+        await self._ask(subjects.KILL, KillRequest(sandbox_id=record.sandbox_id), KillReply, 90)
+        return Response(status_code=204)
+
+    async def set_timeout(self, request: Request) -> Response:
+        key = await self._auth(request)
+        record = await self._owned(request, key)
+        body = await read_json(request, TimeoutBody)
+        assert isinstance(body, TimeoutBody)
+        timeout = _check_timeout(body.timeout, 0)
+        await self._ask(
+            subjects.SET_TIMEOUT,
+            TimeoutRequest(sandbox_id=record.sandbox_id, timeout_s=timeout),
+            SandboxReply,
+            10,
+        )
+        return Response(status_code=204)
+
+    async def refresh(self, request: Request) -> Response:
+        key = await self._auth(request)
+        record = await self._owned(request, key)
+        body = await read_json(request, RefreshBody, optional=True)
+        assert isinstance(body, RefreshBody)
+        duration = body.duration if body.duration is not None else 60
+        if not 0 <= duration <= 3600:
+            raise ApiError(400, "duration must be between 0 and 3600 seconds")
+        message = TimeoutRequest(sandbox_id=record.sandbox_id, timeout_s=duration, extend_only=True)
+        await self._ask(subjects.SET_TIMEOUT, message, SandboxReply, 10)
+        return Response(status_code=204)
+
+    async def connect(self, request: Request) -> Response:
+        key = await self._auth(request)
+        record = await self._owned(request, key)
+        body = await read_json(request, ConnectBody, optional=True)
+        assert isinstance(body, ConnectBody)
+        timeout = _check_timeout(body.timeout, V2_DEFAULT_TIMEOUT_S)
+        if record.state != SANDBOX_RUNNING:
+            raise ApiError(409, f"sandbox '{record.sandbox_id}' is {record.state}")
+        message = TimeoutRequest(sandbox_id=record.sandbox_id, timeout_s=timeout, extend_only=True)
+        reply: SandboxReply = await self._ask(subjects.SET_TIMEOUT, message, SandboxReply, 10)
+        assert reply.sandbox is not None
+        return JSONResponse(sandbox_body(reply.sandbox, self._domain), status_code=200)
+
+    async def logs(self, request: Request) -> Response:
+        key = await self._auth(request)
+        record = await self._owned(request, key)
+        subject = subjects.node_subject(record.node_id, subjects.NODE_LOGS)
+        reply: NodeLogsReply = await self._ask(
+            subject, NodeLogsRequest(sandbox_id=record.sandbox_id), NodeLogsReply, 10
+        )
+        now_ms = int(time.time() * 1000)
+        entries = [{"timestamp": now_ms, "line": line} for line in reply.lines]
+        return JSONResponse({"logs": entries, "logEntries": []})

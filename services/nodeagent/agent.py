@@ -1,0 +1,211 @@
+"""The node agent: serves `corral.node.<id>.*`, heart-beats this node's capacity and
+templates into Redis, and keeps the host's sandboxes and the records of them in step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from libs.bus import Bus
+from libs.contracts import subjects
+from libs.contracts.messages import (
+    Failure,
+    KillReply,
+    NodeCreateReply,
+    NodeCreateRequest,
+    NodeKillRequest,
+    NodeListReply,
+    NodeListRequest,
+    NodeLogsReply,
+    NodeLogsRequest,
+    SandboxGone,
+)
+from libs.contracts.records import NodeRecord, TemplateRecord
+from libs.state import Store
+
+from . import envd_client
+from .runtime.base import Runtime, SandboxSpec
+from .settings import NodeSettings
+from .slots import NoFreeSlot, Slots
+from .templates.store import TemplateStore
+
+log = logging.getLogger(__name__)
+
+# A sandbox younger than this may still be on its way into Redis: never reaped as orphan.
+ORPHAN_GRACE_S = 180.0
+RECONCILE_EVERY_S = 15.0
+# A replaced template build stays while a sandbox started from it may still run.
+OLD_BUILD_KEEP_S = 25 * 3600.0
+
+
+class NodeAgent:
+    def __init__(self, settings: NodeSettings, runtime: Runtime, bus: Bus, store: Store) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.bus = bus
+        self.store = store
+        self.templates = TemplateStore(Path(settings.template_dir or Path(settings.data_dir) / "templates"))
+        self.slots = Slots(settings.slot_base, settings.max_sandboxes)
+        self._sandbox_slots: dict[str, int] = {}
+        self._created_at: dict[str, float] = {}
+        self._started_at = time.time()
+        self._http = httpx.AsyncClient()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def subject(self, verb: str) -> str:
+        return subjects.node_subject(self.settings.node_id, verb)
+
+    async def start(self) -> None:
+        await self.adopt()
+        await self.bus.serve(self.subject(subjects.NODE_CREATE), NodeCreateRequest, self.create)
+        await self.bus.serve(self.subject(subjects.NODE_KILL), NodeKillRequest, self.kill)
+        await self.bus.serve(self.subject(subjects.NODE_LIST), NodeListRequest, self.list)
+        await self.bus.serve(self.subject(subjects.NODE_LOGS), NodeLogsRequest, self.logs)
+        await self.heartbeat()
+        self._tasks = [
+            asyncio.create_task(self._every(self.settings.heartbeat_s, self.heartbeat)),
+            asyncio.create_task(self._every(RECONCILE_EVERY_S, self.reconcile)),
+        ]
+        log.info("node %s ready (%s runtime)", self.settings.node_id, self.runtime.name)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self._http.aclose()
+
+    async def _every(self, period_s: float, step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await step()
+            except Exception:
+                log.exception("%s failed", step.__name__)
+
+    async def adopt(self) -> None:
+        """After a restart: keep what still runs, clean away what does not."""
+        for sandbox in await self.runtime.list():
+            self.slots.mark_used(sandbox.slot)
+            self._sandbox_slots[sandbox.sandbox_id] = sandbox.slot
+            self._created_at[sandbox.sandbox_id] = time.time()
+            log.info("re-adopted sandbox %s", sandbox.sandbox_id)
+        leftovers = getattr(self.runtime, "leftovers", None)
+        if leftovers is not None:
+            for sandbox_id in await leftovers():
+                log.info("cleaning leftovers of sandbox %s", sandbox_id)
+                await self.runtime.kill(sandbox_id)
+        await self.reconcile()
+
+    async def reconcile(self) -> None:
+        """Records of this node whose sandbox is gone are reported gone; sandboxes nobody
+        recorded (a create whose caller died) are killed once past the grace period."""
+        running = {s.sandbox_id for s in await self.runtime.list()}
+        recorded = set(await self.store.node_sandbox_ids(self.settings.node_id))
+        for sandbox_id in recorded - running:
+            if sandbox_id not in self._sandbox_slots:
+                await self.bus.publish(
+                    subjects.SANDBOX_GONE, SandboxGone(sandbox_id=sandbox_id, reason="not running")
+                )
+        self.templates.collect_old_builds(OLD_BUILD_KEEP_S)
+        now = time.time()
+        for sandbox_id in running - recorded:
+            if now - self._created_at.get(sandbox_id, 0) > ORPHAN_GRACE_S:
+                log.warning("killing orphan sandbox %s (no record)", sandbox_id)
+                await self._kill(sandbox_id)
+
+    async def heartbeat(self) -> None:
+        manifests = self.templates.list()
+        for manifest in manifests:
+            await self.store.save_template(
+                TemplateRecord(
+                    template_id=manifest.template_id,
+                    aliases=manifest.aliases,
+                    build_id=manifest.build_id,
+                    envd_version=manifest.envd_version,
+                    cpu_count=manifest.cpu_count,
+                    memory_mb=manifest.memory_mb,
+                    disk_mb=manifest.disk_mb,
+                    created_at=manifest.built_at,
+                )
+            )
+        await self.store.save_node(
+            NodeRecord(
+                node_id=self.settings.node_id,
+                runtimes=[self.runtime.name],
+                templates=[m.template_id for m in manifests],
+                cpu_count=_cpu_count(),
+                memory_mb=_memory_mb(),
+                sandboxes=len(self._sandbox_slots),
+                max_sandboxes=self.settings.max_sandboxes,
+                heartbeat_at=time.time(),
+                started_at=self._started_at,
+            )
+        )
+
+    async def create(self, request: NodeCreateRequest) -> NodeCreateReply:
+        manifest = self.templates.get(request.template_id)
+        if manifest is None:
+            return NodeCreateReply(
+                error=Failure(status=404, message=f"template '{request.template_id}' is not on this node")
+            )
+        try:
+            slot = self.slots.take()
+        except NoFreeSlot as exc:
+            return NodeCreateReply(error=Failure(status=503, message=str(exc)))
+        self._sandbox_slots[request.sandbox_id] = slot
+        self._created_at[request.sandbox_id] = time.time()
+        spec = SandboxSpec(
+            sandbox_id=request.sandbox_id,
+            template_id=request.template_id,
+            rootfs=self.templates.rootfs(request.template_id),
+            init=manifest.init,
+            cpu_count=request.cpu_count,
+            memory_mb=request.memory_mb,
+            slot=slot,
+        )
+        try:
+            sandbox = await self.runtime.create(spec)
+            await envd_client.wait_ready(self._http, sandbox.address, self.settings.envd_ready_timeout_s)
+            await envd_client.init(
+                self._http,
+                sandbox.address,
+                env_vars=request.env_vars,
+                access_token=request.envd_access_token,
+                default_user=manifest.user,
+            )
+        except Exception as exc:
+            log.exception("create of %s failed", request.sandbox_id)
+            await self._kill(request.sandbox_id)
+            return NodeCreateReply(error=Failure(status=500, message=f"sandbox did not start: {exc}"))
+        return NodeCreateReply(host=sandbox.address, envd_version=manifest.envd_version)
+
+    async def _kill(self, sandbox_id: str) -> bool:
+        killed = await self.runtime.kill(sandbox_id)
+        slot = self._sandbox_slots.pop(sandbox_id, None)
+        self._created_at.pop(sandbox_id, None)
+        if slot is not None:
+            self.slots.release(slot)
+        return killed
+
+    async def kill(self, request: NodeKillRequest) -> KillReply:
+        return KillReply(killed=await self._kill(request.sandbox_id))
+
+    async def list(self, request: NodeListRequest) -> NodeListReply:
+        return NodeListReply(sandbox_ids=sorted(s.sandbox_id for s in await self.runtime.list()))
+
+    async def logs(self, request: NodeLogsRequest) -> NodeLogsReply:
+        return NodeLogsReply(lines=await self.runtime.logs(request.sandbox_id, request.limit))
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+def _memory_mb() -> int:
+    with open("/proc/meminfo") as f:
+        return int(f.readline().split()[1]) // 1024

@@ -1,0 +1,48 @@
+"""Talking to envd inside a new sandbox: wait until it answers, then personalise it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import httpx
+
+ENVD_PORT = 49983
+
+
+class EnvdNotReady(RuntimeError):
+    pass
+
+
+async def wait_ready(client: httpx.AsyncClient, address: str, timeout_s: float) -> None:
+    url = f"http://{address}:{ENVD_PORT}/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get(url, timeout=2)).status_code == 204:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.02)
+    raise EnvdNotReady(f"envd at {address} did not answer within {timeout_s:.0f}s")
+
+
+async def init(
+    client: httpx.AsyncClient,
+    address: str,
+    *,
+    env_vars: dict[str, str],
+    access_token: str | None,
+    default_user: str,
+) -> None:
+    body: dict[str, object] = {
+        "envVars": env_vars,
+        "defaultUser": default_user,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    if access_token:
+        body["accessToken"] = access_token
+    response = await client.post(f"http://{address}:{ENVD_PORT}/init", json=body, timeout=10)
+    if response.status_code != 204:
+        raise EnvdNotReady(f"envd /init answered {response.status_code}: {response.text}")

@@ -1,0 +1,84 @@
+"""One network namespace per sandbox, joined to the node by a veth pair.
+
+Each sandbox gets slot i and the /30 at 198.18.0.0 + 4*i (198.18.0.0/15 is RFC 2544's
+benchmarking range: never routed, never anyone's real network): the node side is .1, the sandbox .2. The node reaches
+the sandbox's ports at the .2 address; nothing else is routed, so a sandbox has no egress.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from .commands import run
+
+BASE = ipaddress.IPv4Address("198.18.0.0")
+MAX_SLOTS = 1 << 15  # 198.18.0.0/15 in /30s
+NETNS_DIR = "/var/run/netns"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxNetwork:
+    slot: int
+    sandbox_id: str
+
+    @property
+    def netns(self) -> str:
+        return f"corral-{self.sandbox_id}"
+
+    @property
+    def netns_path(self) -> str:
+        return f"{NETNS_DIR}/{self.netns}"
+
+    @property
+    def host_veth(self) -> str:
+        return f"crv{self.slot}"
+
+    @property
+    def gateway(self) -> str:
+        return str(BASE + 4 * self.slot + 1)
+
+    @property
+    def address(self) -> str:
+        return str(BASE + 4 * self.slot + 2)
+
+
+async def create(net: SandboxNetwork) -> None:
+    """Makes the namespace and the veth pair; addresses come with `address_sandbox`."""
+    await destroy(net)  # leftovers of a crashed earlier life of this slot
+    peer = f"crp{net.slot}"
+    await run("ip", "netns", "add", net.netns)
+    try:
+        await run("ip", "link", "add", net.host_veth, "type", "veth", "peer", "name", peer)
+        await run("ip", "link", "set", peer, "netns", net.netns)
+        await run("ip", "addr", "add", f"{net.gateway}/30", "dev", net.host_veth)
+        await run("ip", "link", "set", net.host_veth, "up")
+        await run("ip", "-n", net.netns, "link", "set", peer, "name", "eth0")
+        await run("ip", "-n", net.netns, "link", "set", "lo", "up")
+        await address_sandbox(net)
+    except BaseException:
+        await destroy(net)
+        raise
+
+
+async def address_sandbox(net: SandboxNetwork) -> None:
+    """(Re)addresses eth0: runsc moves the addresses into its own network stack and takes
+    them off the interface, so this runs before every sandbox start."""
+    await run("ip", "-n", net.netns, "addr", "flush", "dev", "eth0")
+    await run("ip", "-n", net.netns, "addr", "add", f"{net.address}/30", "dev", "eth0")
+    await run("ip", "-n", net.netns, "link", "set", "eth0", "up")
+    await run("ip", "-n", net.netns, "route", "replace", "default", "via", net.gateway)
+
+
+async def destroy(net: SandboxNetwork) -> None:
+    await run("ip", "link", "del", net.host_veth, check=False)
+    if os.path.exists(net.netns_path):
+        await run("ip", "netns", "del", net.netns, check=False)
+
+
+def existing_namespaces() -> list[str]:
+    try:
+        return [name for name in os.listdir(NETNS_DIR) if name.startswith("corral-")]
+    except FileNotFoundError:
+        return []

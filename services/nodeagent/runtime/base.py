@@ -1,0 +1,51 @@
+"""The runtime interface the node agent drives: gVisor now, microVMs later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    sandbox_id: str
+    template_id: str
+    rootfs: Path
+    init: list[str]
+    cpu_count: int
+    memory_mb: int
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunningSandbox:
+    sandbox_id: str
+    address: str  # where the node reaches the sandbox's ports
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxStats:
+    memory_bytes: int
+    cpu_seconds: float
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def create(self, spec: SandboxSpec) -> RunningSandbox:
+        """Starts the sandbox; on failure nothing of it is left behind."""
+        ...
+
+    async def kill(self, sandbox_id: str) -> bool:
+        """Stops it and removes everything it had; False if it did not exist."""
+        ...
+
+    async def list(self) -> list[RunningSandbox]:
+        """The sandboxes this runtime has on the host (after a restart too)."""
+        ...
+
+    async def stats(self, sandbox_id: str) -> SandboxStats | None: ...
+
+    async def logs(self, sandbox_id: str, limit: int) -> list[str]: ...

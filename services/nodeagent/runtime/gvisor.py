@@ -1,0 +1,168 @@
+"""gVisor (runsc) runtime: each sandbox is a runsc container with its own network
+namespace, its template's root filesystem behind a copy-on-write overlay held in the
+sandbox's memory, and CPU/memory limits in host cgroups.
+
+runsc from Debian (2022-12) needs two things on current kernels (see runtime notes): the
+`/proc/sys/net` trick below, and the namespace's addresses put back before each start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from collections import deque
+from pathlib import Path
+
+import msgspec
+
+from .. import network
+from ..commands import CommandFailed, run
+from .base import RunningSandbox, SandboxSpec, SandboxStats
+from .oci import sandbox_spec
+
+log = logging.getLogger(__name__)
+
+# runsc 2022 thinks it is in the root network namespace whenever /proc/sys/net/core/
+# rmem_default exists, which on kernel 6.x is everywhere; hiding /proc/sys/net in a private
+# mount namespace for the runsc process gets past that check.
+_HIDE_PROC_SYS_NET = 'mount -t tmpfs none /proc/sys/net && exec "$@"'
+
+
+class SandboxState(msgspec.Struct):
+    sandbox_id: str
+    template_id: str
+    slot: int
+    address: str
+
+
+class GVisorRuntime:
+    name = "gvisor"
+
+    def __init__(self, state_dir: Path, platform: str = "ptrace") -> None:
+        self._state_dir = state_dir
+        self._runsc_root = state_dir / "runsc"
+        self._platform = platform
+
+    def _dir(self, sandbox_id: str) -> Path:
+        return self._state_dir / "sandboxes" / sandbox_id
+
+    def _runsc(self, *args: str) -> list[str]:
+        return [
+            "runsc", f"--root={self._runsc_root}", f"--platform={self._platform}",
+            "--network=sandbox", "--overlay2=root:memory", *args,
+        ]  # fmt: skip
+
+    async def create(self, spec: SandboxSpec) -> RunningSandbox:
+        net = network.SandboxNetwork(spec.slot, spec.sandbox_id)
+        bundle = self._dir(spec.sandbox_id)
+        try:
+            await asyncio.to_thread(self._write_bundle, bundle, spec, net)
+            await network.create(net)
+            await self._start(bundle, spec.sandbox_id)
+        except BaseException:
+            await self._remove(spec.sandbox_id, net)
+            raise
+        return RunningSandbox(spec.sandbox_id, net.address, spec.slot)
+
+    def _write_bundle(self, bundle: Path, spec: SandboxSpec, net: network.SandboxNetwork) -> None:
+        bundle.mkdir(parents=True, exist_ok=False)
+        self._runsc_root.mkdir(parents=True, exist_ok=True)
+        (bundle / "config.json").write_text(json.dumps(sandbox_spec(spec, net.netns_path)))
+        state = SandboxState(spec.sandbox_id, spec.template_id, spec.slot, net.address)
+        (bundle / "sandbox.json").write_bytes(msgspec.json.encode(state))
+
+    async def _start(self, bundle: Path, sandbox_id: str) -> None:
+        console = await asyncio.to_thread((bundle / "console.log").open, "ab")
+        try:
+            argv = [
+                "unshare", "-m", "--propagation", "private", "sh", "-c", _HIDE_PROC_SYS_NET, "sh",
+                *self._runsc("run", "--detach", f"--bundle={bundle}", sandbox_id),
+            ]  # fmt: skip
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console
+            )
+            if await process.wait() != 0:
+                tail = (await asyncio.to_thread((bundle / "console.log").read_text, errors="replace"))[-2000:]
+                raise CommandFailed(f"runsc run failed for {sandbox_id}: {tail}")
+        finally:
+            console.close()
+
+    async def kill(self, sandbox_id: str) -> bool:
+        bundle = self._dir(sandbox_id)
+        state = await asyncio.to_thread(_read_state, bundle)
+        if state is None and not await self._known_to_runsc(sandbox_id):
+            return False
+        net = network.SandboxNetwork(state.slot, sandbox_id) if state else None
+        await self._remove(sandbox_id, net)
+        return True
+
+    async def _remove(self, sandbox_id: str, net: network.SandboxNetwork | None) -> None:
+        await run(*self._runsc("kill", sandbox_id, "KILL"), check=False)
+        await run(*self._runsc("delete", "--force", sandbox_id), check=False)
+        if net is not None:
+            await network.destroy(net)
+        await asyncio.to_thread(shutil.rmtree, self._dir(sandbox_id), True)
+
+    async def _known_to_runsc(self, sandbox_id: str) -> bool:
+        return any(entry.get("id") == sandbox_id for entry in await self._runsc_list())
+
+    async def _runsc_list(self) -> list[dict[str, object]]:
+        if not self._runsc_root.exists():
+            return []
+        out = await run(*self._runsc("list", "--format=json"), check=False)
+        try:
+            return json.loads(out) or []
+        except ValueError:
+            return []
+
+    async def list(self) -> list[RunningSandbox]:
+        running = {
+            str(entry.get("id")) for entry in await self._runsc_list() if entry.get("status") == "running"
+        }
+        sandboxes = []
+        root = self._state_dir / "sandboxes"
+        entries = await asyncio.to_thread(lambda: list(root.iterdir()) if root.exists() else [])
+        for bundle in entries:
+            state = await asyncio.to_thread(_read_state, bundle)
+            if state is not None and state.sandbox_id in running:
+                sandboxes.append(RunningSandbox(state.sandbox_id, state.address, state.slot))
+        return sandboxes
+
+    async def leftovers(self) -> list[str]:
+        """Sandbox ids with some trace on the host (bundle, runsc state) but not running."""
+        running = {s.sandbox_id for s in await self.list()}
+        root = self._state_dir / "sandboxes"
+        names = await asyncio.to_thread(lambda: [p.name for p in root.iterdir()] if root.exists() else [])
+        known = set(names) | {str(entry.get("id")) for entry in await self._runsc_list()}
+        return sorted(known - running)
+
+    async def stats(self, sandbox_id: str) -> SandboxStats | None:
+        memory = Path(f"/sys/fs/cgroup/memory/corral/{sandbox_id}/memory.usage_in_bytes")
+        cpu = Path(f"/sys/fs/cgroup/cpuacct/corral/{sandbox_id}/cpuacct.usage")
+        try:
+            used = int(await asyncio.to_thread(memory.read_text))
+            cpu_ns = int(await asyncio.to_thread(cpu.read_text))
+        except (OSError, ValueError):
+            return None
+        return SandboxStats(memory_bytes=used, cpu_seconds=cpu_ns / 1e9)
+
+    async def logs(self, sandbox_id: str, limit: int) -> list[str]:
+        path = self._dir(sandbox_id) / "console.log"
+
+        def tail() -> list[str]:
+            with path.open(errors="replace") as f:
+                return [line.rstrip("\n") for line in deque(f, maxlen=limit)]
+
+        try:
+            return await asyncio.to_thread(tail)
+        except FileNotFoundError:
+            return []
+
+
+def _read_state(bundle: Path) -> SandboxState | None:
+    try:
+        return msgspec.json.decode((bundle / "sandbox.json").read_bytes(), type=SandboxState)
+    except (OSError, msgspec.DecodeError):
+        return None

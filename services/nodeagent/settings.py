@@ -1,0 +1,27 @@
+"""Node agent settings (CORRAL_* variables)."""
+
+from __future__ import annotations
+
+import socket
+
+import msgspec
+
+
+def _default_node_id() -> str:
+    return "".join(ch for ch in socket.gethostname().lower() if ch.isalnum())[:20] or "node"
+
+
+class NodeSettings(msgspec.Struct):
+    node_id: str = msgspec.field(default_factory=_default_node_id)
+    nats_url: str = "nats://127.0.0.1:4222"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: str = "/var/lib/corral"
+    # Templates may live apart from the node's other state (shared by several nodes on a host).
+    template_dir: str | None = None
+    # First network slot of this node: node agents sharing a host need disjoint ranges.
+    slot_base: int = 0
+    max_sandboxes: int = 200
+    heartbeat_s: float = 2.0
+    gvisor_platform: str = "ptrace"
+    envd_ready_timeout_s: float = 90.0
+    log_level: str = "INFO"

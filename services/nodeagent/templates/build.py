@@ -1,0 +1,169 @@
+"""Builds a template's root filesystem: debootstrap from the host's Debian mirror, the
+sandbox user with passwordless sudo, and envd installed into /opt/corral with the same
+library versions the host runs. Each step reports progress through a callback.
+
+The finished template is written to a temporary directory and renamed into the store, so a
+half-built template never appears there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+from services.envd.app import ENVD_VERSION
+
+from .fingerprint import source_fingerprint
+from .recipe import Recipe, recipe_path
+from .store import TemplateManifest, TemplateStore
+
+
+class Progress(Protocol):
+    """Receives each step (`detail=False`) and each line the tools print (`detail=True`)."""
+
+    def __call__(self, message: str, *, detail: bool = False) -> None: ...
+
+
+# What envd imports at run time, installed in the sandbox at the host's versions.
+ENVD_DISTRIBUTIONS = (
+    "asyncinotify", "connectrpc", "httptools", "msgspec", "opentelemetry-sdk", "protobuf-py",
+    "python-multipart", "starlette", "typer", "uvicorn", "uvloop",
+)  # fmt: skip
+ENVD_PREFIX = "/opt/corral"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def host_mirror() -> str:
+    """The Debian mirror the host's apt uses (deb822 or one-line sources)."""
+    candidates = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        match = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.M) or re.search(
+            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s", text, re.M
+        )
+        if match:
+            return match.group(1)
+    return DEFAULT_MIRROR
+
+
+def envd_requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in ENVD_DISTRIBUTIONS]
+
+
+async def _run(argv: list[str], progress: Progress, label: str) -> None:
+    """Runs a step, passing each line it prints to `progress`; fails with its tail."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    tail: list[str] = []
+    assert process.stdout is not None
+    async for raw in process.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            tail = [*tail[-30:], line]
+            progress(f"{label}: {line}", detail=True)
+    if await process.wait() != 0:
+        raise BuildError(f"{label} failed:\n" + "\n".join(tail))
+
+
+def _in_root(rootfs: Path, *argv: str, binds: tuple[str, ...] = ()) -> list[str]:
+    """Runs a command inside the new root (bubblewrap: no mounts left behind)."""
+    return [
+        "bwrap", "--bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev", *binds,
+        "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf", "--tmpfs", "/tmp",
+        "--clearenv", "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--setenv", "HOME", "/root", "--unshare-pid", "--die-with-parent",
+        *argv,
+    ]  # fmt: skip
+
+
+def _wheelhouse(out_dir: Path) -> None:
+    """Corral and envd's libraries as wheels, fetched by the host's pip (with the host's
+    index and certificate settings) so the install inside the root needs no network."""
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(out_dir), str(REPO_ROOT)],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*pip, "download", "--only-binary=:all:", "-d", str(out_dir), *envd_requirements()],
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def _finish_rootfs(rootfs: Path, recipe: Recipe) -> None:
+    (rootfs / "etc" / "hostname").write_text("sandbox\n")
+    (rootfs / "etc" / "hosts").write_text("127.0.0.1 localhost\n127.0.1.1 sandbox\n::1 localhost\n")
+    # No DNS server is reachable from a sandbox: answer at once instead of timing out.
+    (rootfs / "etc" / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    sudoers = rootfs / "etc" / "sudoers.d" / "corral-user"
+    sudoers.write_text(f"{recipe.user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    sudoers.chmod(0o440)
+    shutil.rmtree(rootfs / "var" / "lib" / "apt" / "lists", ignore_errors=True)
+    (rootfs / "var" / "lib" / "apt" / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(rootfs / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+    (rootfs / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+
+
+async def build_template(recipe: Recipe, store: TemplateStore, progress: Progress) -> TemplateManifest:
+    started = time.monotonic()
+    store.root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{recipe.id}-", dir=store.root))
+    try:
+        rootfs = work / "rootfs"
+        mirror = host_mirror()
+        progress(f"debootstrap {recipe.suite} from {mirror}")
+        await _run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}",
+             recipe.suite, str(rootfs), mirror],
+            progress, "debootstrap",
+        )  # fmt: skip
+        progress(f"creating user {recipe.user}")
+        await _run(
+            _in_root(rootfs, "useradd", "-m", "-u", "1000", "-s", "/bin/bash", recipe.user),
+            progress,
+            "useradd",
+        )
+        progress("installing envd")
+        wheels = work / "wheels"
+        await asyncio.to_thread(_wheelhouse, wheels)
+        await _run(_in_root(rootfs, "python3", "-m", "venv", f"{ENVD_PREFIX}/venv"), progress, "venv")
+        pip = [
+            f"{ENVD_PREFIX}/venv/bin/pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check",
+            "--no-index", "--find-links=/wheels",
+        ]  # fmt: skip
+        binds = ("--ro-bind", str(wheels), "/wheels")
+        await _run(_in_root(rootfs, *pip, *envd_requirements(), binds=binds), progress, "pip")
+        await _run(_in_root(rootfs, *pip, "--no-deps", "corral", binds=binds), progress, "pip")
+        await asyncio.to_thread(_finish_rootfs, rootfs, recipe)
+        manifest = TemplateManifest(
+            template_id=recipe.id,
+            aliases=list(recipe.aliases),
+            build_id=f"{int(time.time())}",
+            envd_version=ENVD_VERSION,
+            cpu_count=recipe.cpu_count,
+            memory_mb=recipe.memory_mb,
+            disk_mb=recipe.disk_mb,
+            user=recipe.user,
+            init=["/usr/bin/tini", "-s", "--", f"{ENVD_PREFIX}/venv/bin/python", "-m", "services.envd"],
+            built_at=time.time(),
+            source_hash=source_fingerprint(recipe_path(recipe.id)),
+        )
+        (work / "template.json").write_text(json.dumps(manifest.to_dict(), indent=2))
+        store.install(recipe.id, work)
+        progress(f"template {recipe.id} built in {time.monotonic() - started:.0f}s")
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

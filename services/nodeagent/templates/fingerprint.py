@@ -1,0 +1,30 @@
+"""What a built template depends on (its recipe, the build steps, envd and the libraries it
+imports, at their versions): a template built from anything else is stale and gets rebuilt."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SOURCES = (
+    "services/envd",
+    "libs/config.py",
+    "libs/logging.py",
+    "libs/telemetry.py",
+    "services/nodeagent/templates/build.py",
+)
+
+
+def source_fingerprint(recipe_path: Path) -> str:
+    from .build import envd_requirements
+
+    digest = hashlib.sha256(recipe_path.read_bytes())
+    digest.update(" ".join(envd_requirements()).encode())
+    for source in SOURCES:
+        path = REPO_ROOT / source
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(REPO_ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,40 @@
+"""Template recipes: `templates/<name>.toml` in the repository."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+RECIPES_DIR = Path(__file__).resolve().parents[3] / "templates"
+
+
+class Recipe(msgspec.Struct, frozen=True):
+    id: str
+    aliases: list[str]
+    suite: str
+    packages: list[str]
+    user: str = "user"
+    cpu_count: int = 2
+    memory_mb: int = 1024
+    disk_mb: int = 2048
+
+
+class UnknownRecipe(LookupError):
+    pass
+
+
+def available_recipes() -> list[str]:
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
+
+
+def recipe_path(name: str) -> Path:
+    return RECIPES_DIR / f"{name}.toml"
+
+
+def load_recipe(name: str) -> Recipe:
+    path = recipe_path(name)
+    if not path.is_file():
+        raise UnknownRecipe(f"no template recipe '{name}' (have: {', '.join(available_recipes())})")
+    return msgspec.convert(tomllib.loads(path.read_text()), Recipe)

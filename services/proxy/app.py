@@ -1,0 +1,223 @@
+"""The sandbox proxy: an ASGI app that streams HTTP (both directions, frame by frame) and
+WebSockets to a port inside the sandbox the request names."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+import httpx
+import websockets
+from starlette.types import Message, Receive, Scope, Send
+
+from .routes import Route, RouteCache
+from .target import BadTarget, Target, resolve_target
+
+log = logging.getLogger(__name__)
+
+ENVD_PORT = 49983
+TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
+# Per RFC 9110 these describe one connection, not the message: never forwarded.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "proxy-connection"}
+)  # fmt: skip
+
+
+def _error(status: int, body: dict[str, object]) -> tuple[int, bytes]:
+    return status, json.dumps({**body, "code": status}).encode()
+
+
+def not_found(sandbox_id: str) -> tuple[int, bytes]:
+    return _error(502, {"sandboxId": sandbox_id, "message": "The sandbox was not found"})
+
+
+def port_closed(sandbox_id: str, port: int) -> tuple[int, bytes]:
+    return _error(
+        502, {"sandboxId": sandbox_id, "message": "The sandbox is running but port is not open", "port": port}
+    )
+
+
+async def _send_error(send: Send, error: tuple[int, bytes]) -> None:
+    status, body = error
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+class SandboxProxy:
+    def __init__(self, routes: RouteCache, connect_timeout_s: float) -> None:
+        self._routes = routes
+        timeout = httpx.Timeout(connect=connect_timeout_s, read=None, write=None, pool=None)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            target = resolve_target(headers)
+        except BadTarget as exc:
+            if scope["type"] == "http":
+                await _send_error(send, _error(400, {"message": str(exc)}))
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        route = await self._routes.lookup(target.sandbox_id)
+        error = self._refusal(target, route, headers)
+        if error is not None or route is None:
+            if scope["type"] == "http":
+                await _send_error(send, error or not_found(target.sandbox_id))
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] == "http":
+            await self._http(scope, receive, send, target, route)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send, target, route)
+
+    @staticmethod
+    def _refusal(target: Target, route: Route | None, headers: dict[str, str]) -> tuple[int, bytes] | None:
+        if route is None:
+            return not_found(target.sandbox_id)
+        token = route.traffic_access_token
+        if token and target.port != ENVD_PORT and headers.get(TRAFFIC_TOKEN_HEADER) != token:
+            return _error(
+                403, {"sandboxId": target.sandbox_id, "message": "missing or invalid traffic access token"}
+            )
+        return None
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, target: Target, route: Route) -> None:
+        url = f"http://{route.host}:{target.port}{scope['raw_path'].decode('latin-1') if scope.get('raw_path') else scope['path']}"
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        headers = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        disconnected = asyncio.Event()
+
+        async def body():  # type: ignore[no-untyped-def]
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    return
+                chunk = message.get("body", b"")
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
+
+        has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+        request = self._client.build_request(
+            scope["method"], url, headers=headers, content=body() if has_body else None
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.ConnectError:
+            await _send_error(send, port_closed(target.sandbox_id, target.port))
+            return
+        except httpx.TransportError as exc:
+            log.info("upstream %s failed: %s", url, exc)
+            await _send_error(send, port_closed(target.sandbox_id, target.port))
+            return
+        try:
+            await send({
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP],
+            })  # fmt: skip
+            watcher = (
+                asyncio.create_task(self._watch_disconnect(receive, disconnected)) if not has_body else None
+            )
+            try:
+                async for chunk in response.aiter_raw():
+                    if disconnected.is_set():
+                        break
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except (httpx.TransportError, OSError):
+                # The sandbox went away mid-stream: end the response where it broke off.
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+        finally:
+            await response.aclose()
+
+    @staticmethod
+    async def _watch_disconnect(receive: Receive, disconnected: asyncio.Event) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected.set()
+                return
+
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, target: Target, route: Route
+    ) -> None:
+        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        skip = HOP_BY_HOP | {"host", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+                             "sec-websocket-protocol"}  # fmt: skip
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k.decode("latin-1").lower() not in skip
+        ]
+        try:
+            upstream = await websockets.connect(
+                f"ws://{route.host}:{target.port}{path}",
+                additional_headers=headers,
+                subprotocols=scope.get("subprotocols") or None,
+                max_size=None,
+                open_timeout=10,
+            )
+        except (OSError, websockets.WebSocketException):
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+
+        async def client_to_upstream() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    await upstream.close()
+                    return
+                if message["type"] == "websocket.receive":
+                    data = message.get("bytes")
+                    await upstream.send(data if data is not None else message.get("text", ""))
+
+        async def upstream_to_client() -> None:
+            try:
+                async for data in upstream:
+                    if isinstance(data, bytes):
+                        await send({"type": "websocket.send", "bytes": data})
+                    else:
+                        await send({"type": "websocket.send", "text": data})
+            finally:
+                with contextlib.suppress(Exception):
+                    await send({"type": "websocket.close", "code": upstream.close_code or 1000})
+
+        tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await upstream.close()

@@ -1,0 +1,14 @@
+"""Proxy settings (CORRAL_* variables)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ProxySettings(msgspec.Struct):
+    host: str = "127.0.0.1"
+    port: int = 3001
+    nats_url: str = "nats://127.0.0.1:4222"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    connect_timeout_s: float = 5.0
+    log_level: str = "INFO"

@@ -1,0 +1,169 @@
+"""The scheduler's request handlers: place, kill, set timeout."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+
+from libs.bus import Bus, BusError
+from libs.contracts import subjects
+from libs.contracts.messages import (
+    Failure,
+    KillReply,
+    KillRequest,
+    NodeCreateReply,
+    NodeCreateRequest,
+    NodeKillRequest,
+    PlaceRequest,
+    SandboxGone,
+    SandboxReply,
+    TimeoutRequest,
+)
+from libs.contracts.records import SandboxRecord
+from libs.state import Store
+
+from . import placement
+from .ids import new_sandbox_id, new_token
+from .settings import SchedulerSettings
+
+log = logging.getLogger(__name__)
+
+
+def _failure(status: int, message: str) -> Failure:
+    return Failure(status=status, message=message)
+
+
+class Scheduler:
+    def __init__(self, settings: SchedulerSettings, bus: Bus, store: Store) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.store = store
+
+    async def start(self) -> None:
+        queue = subjects.SCHEDULER_QUEUE
+        await self.bus.serve(subjects.PLACE, PlaceRequest, self.place, queue=queue)
+        await self.bus.serve(subjects.KILL, KillRequest, self.kill, queue=queue)
+        await self.bus.serve(subjects.SET_TIMEOUT, TimeoutRequest, self.set_timeout, queue=queue)
+        await self.bus.listen(subjects.SANDBOX_GONE, SandboxGone, self.forget, queue=queue)
+
+    async def place(self, request: PlaceRequest) -> SandboxReply:
+        template = await self.store.template(request.template_id)
+        if template is None:
+            return SandboxReply(error=_failure(404, f"template '{request.template_id}' not found"))
+        sandbox_id = new_sandbox_id()
+        if not await self.store.reserve_owner_slot(request.owner, sandbox_id, request.owner_limit):
+            return SandboxReply(
+                error=_failure(
+                    429, f"you have reached the maximum of {request.owner_limit} concurrent sandboxes"
+                )
+            )
+        token = new_token() if request.secure else None
+        tried: set[str] = set()
+        last_error = "no node has the template and room for a sandbox"
+        while True:
+            nodes = placement.candidates(
+                await self.store.nodes(), template.template_id, self.settings.node_timeout_s, tried
+            )
+            node = placement.pick(nodes, self.settings.placement_k)
+            if node is None:
+                await self.store.release_owner_slot(request.owner, sandbox_id)
+                return SandboxReply(error=_failure(503, last_error))
+            tried.add(node.node_id)
+            create = NodeCreateRequest(
+                sandbox_id=sandbox_id,
+                template_id=template.template_id,
+                env_vars=request.env_vars,
+                envd_access_token=token,
+                cpu_count=template.cpu_count,
+                memory_mb=template.memory_mb,
+            )
+            try:
+                reply = await self.bus.request(
+                    subjects.node_subject(node.node_id, subjects.NODE_CREATE),
+                    create,
+                    NodeCreateReply,
+                    timeout=self.settings.node_create_timeout_s,
+                )
+            except BusError as exc:
+                last_error = f"node {node.node_id}: {exc}"
+                log.warning("placing %s: %s", sandbox_id, last_error)
+                await self._node_kill(node.node_id, sandbox_id)
+                continue
+            if reply.error is not None:
+                last_error = f"node {node.node_id}: {reply.error.message}"
+                log.warning("placing %s: %s", sandbox_id, last_error)
+                continue
+            now = time.time()
+            record = SandboxRecord(
+                sandbox_id=sandbox_id,
+                template_id=template.template_id,
+                alias=template.aliases[0] if template.aliases else None,
+                node_id=node.node_id,
+                host=reply.host,
+                envd_version=reply.envd_version,
+                envd_access_token=token,
+                traffic_access_token=None if request.allow_public_traffic else new_token(),
+                metadata=request.metadata,
+                env_vars=request.env_vars,
+                cpu_count=template.cpu_count,
+                memory_mb=template.memory_mb,
+                disk_mb=template.disk_mb,
+                started_at=now,
+                end_at=now + request.timeout_s,
+                owner=request.owner,
+            )
+            try:
+                await self.store.save_sandbox(record)
+            except Exception as exc:
+                log.exception("recording %s failed", sandbox_id)
+                await self._node_kill(node.node_id, sandbox_id)
+                await self.store.release_owner_slot(request.owner, sandbox_id)
+                return SandboxReply(error=_failure(500, f"could not record the sandbox: {exc}"))
+            return SandboxReply(sandbox=record)
+
+    async def _node_kill(self, node_id: str, sandbox_id: str) -> bool:
+        try:
+            reply = await self.bus.request(
+                subjects.node_subject(node_id, subjects.NODE_KILL),
+                NodeKillRequest(sandbox_id=sandbox_id),
+                KillReply,
+                timeout=60,
+            )
+        except BusError as exc:
+            log.warning("kill of %s on node %s: %s", sandbox_id, node_id, exc)
+            return False
+        return reply.killed
+
+    async def kill(self, request: KillRequest) -> KillReply:
+        record = await self.store.sandbox(request.sandbox_id)
+        if record is None:
+            return KillReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
+        await self.remove(record, request.reason)
+        return KillReply(killed=True)
+
+    async def remove(self, record: SandboxRecord, reason: str) -> None:
+        """Kills on the node (best effort: a dead node's sandboxes die with it), forgets the
+        record and tells the proxies."""
+        await self._node_kill(record.node_id, record.sandbox_id)
+        await self.store.delete_sandbox(record)
+        await self.bus.publish(
+            subjects.SANDBOX_GONE, SandboxGone(sandbox_id=record.sandbox_id, reason=reason)
+        )
+
+    async def forget(self, event: SandboxGone) -> None:
+        """A node reports a sandbox it no longer runs: drop its record."""
+        record = await self.store.sandbox(event.sandbox_id)
+        if record is not None:
+            await self.store.delete_sandbox(record)
+
+    async def set_timeout(self, request: TimeoutRequest) -> SandboxReply:
+        record = await self.store.sandbox(request.sandbox_id)
+        if record is None:
+            return SandboxReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
+        end_at = time.time() + request.timeout_s
+        if request.extend_only:
+            end_at = max(end_at, record.end_at)
+        updated = await self.store.set_end(record, end_at)
+        return SandboxReply(sandbox=msgspec.structs.replace(updated))
