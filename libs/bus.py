@@ -44,19 +44,19 @@ class Bus:
         await self.client.drain()
 
     async def request(
-        self, subject: str, message: msgspec.Struct, reply_type: type[Rep], timeout: float
+        self, subject: str, message: msgspec.Struct, reply_type: type[Rep], timeout_s: float
     ) -> Rep:
         with tracer.start_as_current_span(f"request {subject}", kind=trace.SpanKind.CLIENT):
             headers: dict[str, str] = {}
             propagate.inject(headers)
             try:
                 reply = await self.client.request(
-                    subject, _encoder.encode(message), timeout=timeout, headers=headers
+                    subject, _encoder.encode(message), timeout=timeout_s, headers=headers
                 )
             except nats.errors.NoRespondersError:
                 raise BusError(f"no service answers on {subject}") from None
             except nats.errors.TimeoutError:
-                raise BusError(f"no answer on {subject} within {timeout:.0f}s") from None
+                raise BusError(f"no answer on {subject} within {timeout_s:.0f}s") from None
             return msgspec.json.decode(reply.data, type=reply_type)
 
     async def publish(self, subject: str, message: msgspec.Struct) -> None:

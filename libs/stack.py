@@ -141,9 +141,22 @@ class LocalStack:
         self._spawn("nats", [nats_server_binary(), "-a", "127.0.0.1", "-p", str(cfg.nats_port)])
         self._spawn(
             "redis",
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(cfg.redis_port), "--dir", str(redis_dir),
-             "--appendonly", "yes", "--save", "", "--protected-mode", "no"],
-        )  # fmt: skip
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(cfg.redis_port),
+                "--dir",
+                str(redis_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+            ],
+        )
         _wait_port(cfg.nats_port, "nats-server", self._processes["nats"], self.log_dir / "nats.log")
         _wait_port(cfg.redis_port, "redis-server", self._processes["redis"], self.log_dir / "redis.log")
 

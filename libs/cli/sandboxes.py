@@ -29,11 +29,17 @@ def list_sandboxes(as_json: bool = typer.Option(False, "--json")) -> None:
         records = await store.sandboxes(await store.sandbox_ids_newest_first())
         return [
             {
-                "id": r.sandbox_id, "template": r.template_id, "node": r.node_id, "state": r.state,
-                "started": _time(r.started_at), "ends": _time(r.end_at), "address": r.host, "metadata": r.metadata,
+                "id": r.sandbox_id,
+                "template": r.template_id,
+                "node": r.node_id,
+                "state": r.state,
+                "started": _time(r.started_at),
+                "ends": _time(r.end_at),
+                "address": r.host,
+                "metadata": r.metadata,
             }
             for r in records
-        ]  # fmt: skip
+        ]
 
     emit(
         with_store(load),
@@ -48,7 +54,7 @@ def kill(sandbox_id: str) -> None:
     """Kill a sandbox."""
 
     async def apply(bus: Bus, store: Store) -> KillReply:
-        return await bus.request(subjects.KILL, KillRequest(sandbox_id=sandbox_id), KillReply, timeout=90)
+        return await bus.request(subjects.KILL, KillRequest(sandbox_id=sandbox_id), KillReply, timeout_s=90)
 
     reply = with_bus(apply)
     if reply.error is not None:
@@ -67,7 +73,7 @@ def logs(sandbox_id: str, limit: int = typer.Option(200, help="Last lines to sho
             return None
         subject = subjects.node_subject(record.node_id, subjects.NODE_LOGS)
         return await bus.request(
-            subject, NodeLogsRequest(sandbox_id=sandbox_id, limit=limit), NodeLogsReply, timeout=10
+            subject, NodeLogsRequest(sandbox_id=sandbox_id, limit=limit), NodeLogsReply, timeout_s=10
         )
 
     reply = with_bus(load)

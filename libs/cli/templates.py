@@ -60,9 +60,13 @@ def list_templates(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the templates in this node's store."""
     rows = [
         {
-            "id": m.template_id, "aliases": ", ".join(m.aliases), "envd": m.envd_version, "cpu": m.cpu_count,
-            "memory_mb": m.memory_mb, "built": datetime.fromtimestamp(m.built_at, UTC).strftime("%Y-%m-%d %H:%M"),
+            "id": m.template_id,
+            "aliases": ", ".join(m.aliases),
+            "envd": m.envd_version,
+            "cpu": m.cpu_count,
+            "memory_mb": m.memory_mb,
+            "built": datetime.fromtimestamp(m.built_at, UTC).strftime("%Y-%m-%d %H:%M"),
         }
         for m in TemplateStore(template_dir()).list()
-    ]  # fmt: skip
+    ]
     emit(rows, ["id", "aliases", "envd", "cpu", "memory_mb", "built"], as_json=as_json, title="templates")

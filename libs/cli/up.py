@@ -57,9 +57,13 @@ def up(
 ) -> None:
     """Start NATS, Redis, the four services and the base template; print the E2B env vars."""
     config = StackConfig(
-        data_dir=data_dir, api_port=api_port, proxy_port=proxy_port, nats_port=nats_port,
-        redis_port=redis_port, domain=domain,
-    )  # fmt: skip
+        data_dir=data_dir,
+        api_port=api_port,
+        proxy_port=proxy_port,
+        nats_port=nats_port,
+        redis_port=redis_port,
+        domain=domain,
+    )
     ensure_template(TemplateStore(data_dir / "templates"))
     stack = LocalStack(config)
     stop = threading.Event()

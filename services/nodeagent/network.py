@@ -1,8 +1,9 @@
 """One network namespace per sandbox, joined to the node by a veth pair.
 
 Each sandbox gets slot i and the /30 at 198.18.0.0 + 4*i (198.18.0.0/15 is RFC 2544's
-benchmarking range: never routed, never anyone's real network): the node side is .1, the sandbox .2. The node reaches
-the sandbox's ports at the .2 address; nothing else is routed, so a sandbox has no egress.
+benchmarking range: never routed, never anyone's real network): the node side is .1, the
+sandbox .2. The node reaches the sandbox's ports at the .2 address; nothing else is routed,
+so a sandbox has no egress.
 """
 
 from __future__ import annotations
@@ -73,8 +74,7 @@ async def address_sandbox(net: SandboxNetwork) -> None:
 
 async def destroy(net: SandboxNetwork) -> None:
     await run("ip", "link", "del", net.host_veth, check=False)
-    if os.path.exists(net.netns_path):
-        await run("ip", "netns", "del", net.netns, check=False)
+    await run("ip", "netns", "del", net.netns, check=False)
 
 
 def existing_namespaces() -> list[str]:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Iterable
 
 import httpx
 import websockets
@@ -21,9 +22,28 @@ ENVD_PORT = 49983
 TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
 # Per RFC 9110 these describe one connection, not the message: never forwarded.
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-     "transfer-encoding", "upgrade", "proxy-connection"}
-)  # fmt: skip
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+    }
+)
+
+
+def _path_and_query(scope: Scope) -> str:
+    path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+def _end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in HOP_BY_HOP]
 
 
 def _error(status: int, body: dict[str, object]) -> tuple[int, bytes]:
@@ -42,8 +62,8 @@ def port_closed(sandbox_id: str, port: int) -> tuple[int, bytes]:
 
 async def _send_error(send: Send, error: tuple[int, bytes]) -> None:
     status, body = error
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -105,10 +125,8 @@ class SandboxProxy:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, target: Target, route: Route) -> None:
-        url = f"http://{route.host}:{target.port}{scope['raw_path'].decode('latin-1') if scope.get('raw_path') else scope['path']}"
-        if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("latin-1")
-        headers = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        url = f"http://{route.host}:{target.port}{_path_and_query(scope)}"
+        headers = _end_to_end(scope["headers"])
         disconnected = asyncio.Event()
 
         async def body():  # type: ignore[no-untyped-def]
@@ -137,11 +155,13 @@ class SandboxProxy:
             await _send_error(send, port_closed(target.sandbox_id, target.port))
             return
         try:
-            await send({
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP],
-            })  # fmt: skip
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": _end_to_end(response.headers.raw),
+                }
+            )
             watcher = (
                 asyncio.create_task(self._watch_disconnect(receive, disconnected)) if not has_body else None
             )
@@ -172,11 +192,14 @@ class SandboxProxy:
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, target: Target, route: Route
     ) -> None:
-        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        if scope.get("query_string"):
-            path += "?" + scope["query_string"].decode("latin-1")
-        skip = HOP_BY_HOP | {"host", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-                             "sec-websocket-protocol"}  # fmt: skip
+        path = _path_and_query(scope)
+        skip = HOP_BY_HOP | {
+            "host",
+            "sec-websocket-key",
+            "sec-websocket-version",
+            "sec-websocket-extensions",
+            "sec-websocket-protocol",
+        }
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]

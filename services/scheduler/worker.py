@@ -84,7 +84,7 @@ class Scheduler:
                     subjects.node_subject(node.node_id, subjects.NODE_CREATE),
                     create,
                     NodeCreateReply,
-                    timeout=self.settings.node_create_timeout_s,
+                    timeout_s=self.settings.node_create_timeout_s,
                 )
             except BusError as exc:
                 last_error = f"node {node.node_id}: {exc}"
@@ -129,7 +129,7 @@ class Scheduler:
                 subjects.node_subject(node_id, subjects.NODE_KILL),
                 NodeKillRequest(sandbox_id=sandbox_id),
                 KillReply,
-                timeout=60,
+                timeout_s=60,
             )
         except BusError as exc:
             log.warning("kill of %s on node %s: %s", sandbox_id, node_id, exc)

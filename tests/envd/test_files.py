@@ -76,8 +76,12 @@ def test_list_with_depth_exists_and_info(sbx):
     assert top["/tmp/tree/a.txt"].type == FileType.FILE and top["/tmp/tree/a.txt"].size == 1
     deep = {e.path for e in sbx.files.list("/tmp/tree", depth=3)}
     assert deep == {
-        "/tmp/tree/a.txt", "/tmp/tree/d1", "/tmp/tree/d1/b.txt", "/tmp/tree/d1/d2", "/tmp/tree/d1/d2/c.txt",
-    }  # fmt: skip
+        "/tmp/tree/a.txt",
+        "/tmp/tree/d1",
+        "/tmp/tree/d1/b.txt",
+        "/tmp/tree/d1/d2",
+        "/tmp/tree/d1/d2/c.txt",
+    }
     assert sbx.files.exists("/tmp/tree/d1/d2/c.txt") is True
     assert sbx.files.exists("/tmp/tree/missing") is False
     info = sbx.files.get_info("/tmp/tree/d1/b.txt")

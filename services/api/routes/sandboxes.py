@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import TypeVar
 from urllib.parse import unquote
 
 import msgspec
@@ -35,6 +36,8 @@ from ..models import (
     listed_body,
     sandbox_body,
 )
+
+R = TypeVar("R", bound=msgspec.Struct)
 
 V1_DEFAULT_TIMEOUT_S = 15
 V2_DEFAULT_TIMEOUT_S = 300
@@ -109,13 +112,14 @@ class SandboxRoutes:
             raise ApiError(404, f"sandbox '{sandbox_id}' not found")
         return record
 
-    async def _ask(self, subject: str, message: msgspec.Struct, reply_type: type, timeout: float):  # type: ignore[no-untyped-def]
+    async def _ask(self, subject: str, message: msgspec.Struct, reply_type: type[R], timeout_s: float) -> R:
         try:
-            reply = await self._bus.request(subject, message, reply_type, timeout=timeout)
+            reply = await self._bus.request(subject, message, reply_type, timeout_s=timeout_s)
         except BusError as exc:
             raise ApiError(503, f"the scheduler is not answering: {exc}", {"Should-Retry": "false"}) from None
-        if reply.error is not None:
-            raise ApiError(reply.error.status, reply.error.message)
+        error = getattr(reply, "error", None)
+        if error is not None:
+            raise ApiError(error.status, error.message)
         return reply
 
     async def create_v1(self, request: Request) -> Response:

@@ -50,9 +50,13 @@ class GVisorRuntime:
 
     def _runsc(self, *args: str) -> list[str]:
         return [
-            "runsc", f"--root={self._runsc_root}", f"--platform={self._platform}",
-            "--network=sandbox", "--overlay2=root:memory", *args,
-        ]  # fmt: skip
+            "runsc",
+            f"--root={self._runsc_root}",
+            f"--platform={self._platform}",
+            "--network=sandbox",
+            "--overlay2=root:memory",
+            *args,
+        ]
 
     async def create(self, spec: SandboxSpec) -> RunningSandbox:
         net = network.SandboxNetwork(spec.slot, spec.sandbox_id)
@@ -77,9 +81,16 @@ class GVisorRuntime:
         console = await asyncio.to_thread((bundle / "console.log").open, "ab")
         try:
             argv = [
-                "unshare", "-m", "--propagation", "private", "sh", "-c", _HIDE_PROC_SYS_NET, "sh",
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                _HIDE_PROC_SYS_NET,
+                "sh",
                 *self._runsc("run", "--detach", f"--bundle={bundle}", sandbox_id),
-            ]  # fmt: skip
+            ]
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console
             )

@@ -9,11 +9,23 @@ from .base import SandboxSpec
 # Root in the sandbox acts as the sandbox's administrator (envd switches users, sudo
 # works), but only inside gVisor's own kernel: none of this reaches the host.
 CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
     "CAP_SYS_PTRACE",
-]  # fmt: skip
+]
 # gVisor counts its own host threads against pids.max (about 50 idle, a few per guest
 # process) and kills the whole sandbox at the limit: this only stops fork bombs.
 PIDS_LIMIT = 16384

@@ -35,9 +35,18 @@ class Progress(Protocol):
 
 # What envd imports at run time, installed in the sandbox at the host's versions.
 ENVD_DISTRIBUTIONS = (
-    "asyncinotify", "connectrpc", "httptools", "msgspec", "opentelemetry-sdk", "protobuf-py",
-    "python-multipart", "starlette", "typer", "uvicorn", "uvloop",
-)  # fmt: skip
+    "asyncinotify",
+    "connectrpc",
+    "httptools",
+    "msgspec",
+    "opentelemetry-sdk",
+    "protobuf-py",
+    "python-multipart",
+    "starlette",
+    "typer",
+    "uvicorn",
+    "uvloop",
+)
 ENVD_PREFIX = "/opt/corral"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -85,22 +94,47 @@ async def _run(argv: list[str], progress: Progress, label: str) -> None:
 def _in_root(rootfs: Path, *argv: str, binds: tuple[str, ...] = ()) -> list[str]:
     """Runs a command inside the new root (bubblewrap: no mounts left behind)."""
     return [
-        "bwrap", "--bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev", *binds,
-        "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf", "--tmpfs", "/tmp",
-        "--clearenv", "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--setenv", "HOME", "/root", "--unshare-pid", "--die-with-parent",
+        "bwrap",
+        "--bind",
+        str(rootfs),
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        *binds,
+        "--ro-bind",
+        "/etc/resolv.conf",
+        "/etc/resolv.conf",
+        "--tmpfs",
+        "/tmp",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--setenv",
+        "HOME",
+        "/root",
+        "--unshare-pid",
+        "--die-with-parent",
         *argv,
-    ]  # fmt: skip
+    ]
 
 
 def _wheelhouse(out_dir: Path) -> None:
     """Corral and envd's libraries as wheels, fetched by the host's pip (with the host's
     index and certificate settings) so the install inside the root needs no network."""
     pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(out_dir), str(REPO_ROOT)],
-                   check=True, capture_output=True)  # fmt: skip
-    subprocess.run([*pip, "download", "--only-binary=:all:", "-d", str(out_dir), *envd_requirements()],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(out_dir), str(REPO_ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*pip, "download", "--only-binary=:all:", "-d", str(out_dir), *envd_requirements()],
+        check=True,
+        capture_output=True,
+    )
 
 
 def _finish_rootfs(rootfs: Path, recipe: Recipe) -> None:
@@ -126,10 +160,17 @@ async def build_template(recipe: Recipe, store: TemplateStore, progress: Progres
         mirror = host_mirror()
         progress(f"debootstrap {recipe.suite} from {mirror}")
         await _run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}",
-             recipe.suite, str(rootfs), mirror],
-            progress, "debootstrap",
-        )  # fmt: skip
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(recipe.packages)}",
+                recipe.suite,
+                str(rootfs),
+                mirror,
+            ],
+            progress,
+            "debootstrap",
+        )
         progress(f"creating user {recipe.user}")
         await _run(
             _in_root(rootfs, "useradd", "-m", "-u", "1000", "-s", "/bin/bash", recipe.user),
@@ -141,9 +182,14 @@ async def build_template(recipe: Recipe, store: TemplateStore, progress: Progres
         await asyncio.to_thread(_wheelhouse, wheels)
         await _run(_in_root(rootfs, "python3", "-m", "venv", f"{ENVD_PREFIX}/venv"), progress, "venv")
         pip = [
-            f"{ENVD_PREFIX}/venv/bin/pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check",
-            "--no-index", "--find-links=/wheels",
-        ]  # fmt: skip
+            f"{ENVD_PREFIX}/venv/bin/pip",
+            "install",
+            "-q",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--find-links=/wheels",
+        ]
         binds = ("--ro-bind", str(wheels), "/wheels")
         await _run(_in_root(rootfs, *pip, *envd_requirements(), binds=binds), progress, "pip")
         await _run(_in_root(rootfs, *pip, "--no-deps", "corral", binds=binds), progress, "pip")

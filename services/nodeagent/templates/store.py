@@ -10,7 +10,6 @@ from pathlib import Path
 
 import msgspec
 
-
 OLD_PREFIX = ".old-"
 
 
