@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything Corral needs on a Debian machine, as root. Safe to run again.
-#   system packages (apt-get) and a virtualenv at .venv with Corral and its dev tools (pip)
+#   system packages (apt-get): Python, bubblewrap, gVisor (runsc), Redis, debootstrap, iproute2, Node.js
+#   .venv with Corral and its dev tools (pip), .venv-e2b-2.31 with the old e2b SDK for the
+#   compatibility tests, and the npm e2b SDK under tests/e2e/node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev ca-certificates bubblewrap procps)
+APT_PACKAGES=(
+  python3 python3-venv python3-dev ca-certificates procps
+  bubblewrap runsc redis-server debootstrap iproute2 util-linux
+)
+command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -16,6 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# Corral starts its own Redis per stack; the distribution's service only takes the port.
+if command -v systemctl >/dev/null && systemctl is-enabled redis-server >/dev/null 2>&1; then
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
@@ -24,4 +34,14 @@ fi
 echo "==> pip install -e .[dev]"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
-echo "==> done: activate with 'source .venv/bin/activate', then run 'corral --help'"
+
+if [ ! -x .venv-e2b-2.31/bin/python ]; then
+  echo "==> creating .venv-e2b-2.31 (e2b==2.31.0, for compatibility tests)"
+  python3 -m venv .venv-e2b-2.31
+fi
+.venv-e2b-2.31/bin/python -m pip install -q 'e2b==2.31.0'
+
+echo "==> npm install (tests/e2e/node: the npm e2b SDK)"
+npm install --prefix tests/e2e/node --silent --no-audit --no-fund
+
+echo "==> done: activate with 'source .venv/bin/activate', then 'corral up'"

@@ -1,0 +1,50 @@
+"""Older and non-Python clients: e2b==2.31.0 (v1 endpoints, own virtualenv) and the npm
+e2b SDK through node."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+OLD_SDK_PYTHON = REPO / ".venv-e2b-2.31" / "bin" / "python"
+NODE_DIR = HERE / "node"
+
+
+def _run(argv: list[str], stack, cwd: Path) -> dict:
+    env = {**os.environ, **stack.client_env()}
+    env.pop("E2B_DEBUG", None)
+    completed = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_python_sdk_2_31(stack):
+    if not OLD_SDK_PYTHON.exists():
+        pytest.skip("run scripts/install.sh: it makes .venv-e2b-2.31")
+    seen = _run([str(OLD_SDK_PYTHON), str(HERE / "old_sdk_smoke.py")], stack, HERE)
+    assert seen["version"] == "2.31.0"
+    assert seen["stdout"] == "old\n"
+    assert seen["read"] == "old sdk"
+    assert seen["listed"] == [seen["sandbox_id"]]
+    assert seen["killed"] is True
+    assert seen["running"] is False
+
+
+def test_npm_sdk(stack):
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "e2b").exists():
+        pytest.skip("run scripts/install.sh: it installs node and the npm e2b SDK")
+    seen = _run(["node", "smoke.mjs"], stack, NODE_DIR)
+    assert seen["stdout"] == "node\nuser\n"
+    assert seen["read"] == "written by node"
+    assert "node.txt" in seen["entries"]
+    assert seen["listed"] == [seen["sandboxId"]]
+    assert seen["metadata"] == {"client": "node"}
+    assert seen["host"] == f"8000-{seen['sandboxId']}.localhost"
+    assert seen["running"] is False
