@@ -160,13 +160,17 @@ class LocalStack:
         _wait_port(cfg.nats_port, "nats-server", self._processes["nats"], self.log_dir / "nats.log")
         _wait_port(cfg.redis_port, "redis-server", self._processes["redis"], self.log_dir / "redis.log")
 
-    def start_service(self, name: str, env: dict[str, str] | None = None) -> None:
+    def start_service(self, name: str, env: dict[str, str] | None = None, label: str | None = None) -> None:
+        """Starts `services.<name>`; `label` names a second replica of the same service."""
         service_env = self.service_env()
         ports = {"api": self.config.api_port, "proxy": self.config.proxy_port}
         if name in ports:
             service_env["CORRAL_PORT"] = str(ports[name])
         service_env.update(env or {})
-        self._spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
+        self._spawn(label or name, [sys.executable, "-m", f"services.{name}"], service_env)
+
+    def process(self, label: str) -> subprocess.Popen[bytes]:
+        return self._processes[label]
 
     def stop_service(self, name: str, sig: int = 15) -> None:
         process = self._processes.pop(name, None)
@@ -179,22 +183,27 @@ class LocalStack:
             process.kill()
             process.wait()
 
-    def start_services(self) -> None:
-        for name in SERVICES:
+    def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
+        for name in names:
             self.start_service(name)
-        _wait_http(f"{self.config.api_url}/health", "api", self._processes["api"], self.log_dir / "api.log")
-        _wait_port(self.config.proxy_port, "proxy", self._processes["proxy"], self.log_dir / "proxy.log")
-        asyncio.run(self._wait_node())
+        if "api" in names:
+            _wait_http(f"{self.config.api_url}/health", "api", self._processes["api"], self.log_dir / "api.log")
+        if "proxy" in names:
+            _wait_port(self.config.proxy_port, "proxy", self._processes["proxy"], self.log_dir / "proxy.log")
+        if "nodeagent" in names:
+            asyncio.run(self.wait_node(self.config.node_id))
 
-    async def _wait_node(self, timeout_s: float = 60) -> None:
+    async def wait_node(self, node_id: str, label: str = "nodeagent", timeout_s: float = 60) -> None:
+        """Until the node heart-beats after this call (its first beat follows its start-up)."""
+        since = time.time()
         store = Store.connect(self.config.redis_url)
         try:
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                node = await store.node(self.config.node_id)
-                if node is not None and time.time() - node.heartbeat_at < 10:
+                node = await store.node(node_id)
+                if node is not None and node.heartbeat_at >= since:
                     return
-                self._check_alive("nodeagent")
+                self._check_alive(label)
                 await asyncio.sleep(0.1)
         finally:
             await store.close()
@@ -218,7 +227,7 @@ class LocalStack:
         return key
 
     def stop(self, kill_sandboxes: Callable[[], None] | None = None) -> None:
-        for name in ("proxy", "api", "scheduler", "nodeagent"):
+        for name in [label for label in self._processes if label not in ("redis", "nats")]:
             self.stop_service(name)
         if kill_sandboxes is not None:
             kill_sandboxes()

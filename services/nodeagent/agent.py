@@ -88,17 +88,22 @@ class NodeAgent:
                 log.exception("%s failed", step.__name__)
 
     async def adopt(self) -> None:
-        """After a restart: keep what still runs, clean away what does not."""
+        """After a restart: keep the sandboxes that still run and still have a record; kill
+        the rest (no create can be in flight: its caller was the previous process) and
+        clean away what crashed sandboxes left."""
+        recorded = set(await self.store.node_sandbox_ids(self.settings.node_id))
         for sandbox in await self.runtime.list():
+            if sandbox.sandbox_id not in recorded:
+                log.info("killing sandbox %s: nothing records it any more", sandbox.sandbox_id)
+                await self.runtime.kill(sandbox.sandbox_id)
+                continue
             self.slots.mark_used(sandbox.slot)
             self._sandbox_slots[sandbox.sandbox_id] = sandbox.slot
             self._created_at[sandbox.sandbox_id] = time.time()
             log.info("re-adopted sandbox %s", sandbox.sandbox_id)
-        leftovers = getattr(self.runtime, "leftovers", None)
-        if leftovers is not None:
-            for sandbox_id in await leftovers():
-                log.info("cleaning leftovers of sandbox %s", sandbox_id)
-                await self.runtime.kill(sandbox_id)
+        for sandbox_id in await self.runtime.leftovers():
+            log.info("cleaning leftovers of sandbox %s", sandbox_id)
+            await self.runtime.kill(sandbox_id)
         await self.reconcile()
 
     async def reconcile(self) -> None:
