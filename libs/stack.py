@@ -186,10 +186,11 @@ class LocalStack:
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
         for name in names:
             self.start_service(name)
+        logs = self.log_dir
         if "api" in names:
-            _wait_http(f"{self.config.api_url}/health", "api", self._processes["api"], self.log_dir / "api.log")
+            _wait_http(f"{self.config.api_url}/health", "api", self._processes["api"], logs / "api.log")
         if "proxy" in names:
-            _wait_port(self.config.proxy_port, "proxy", self._processes["proxy"], self.log_dir / "proxy.log")
+            _wait_port(self.config.proxy_port, "proxy", self._processes["proxy"], logs / "proxy.log")
         if "nodeagent" in names:
             asyncio.run(self.wait_node(self.config.node_id))
 
