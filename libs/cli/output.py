@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+if not console.is_terminal:
+    # Piped output is not for an 80-column screen: never cut ids short.
+    console = Console(width=200)
 
 
 def emit(
@@ -22,7 +25,7 @@ def emit(
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(str(row.get(column, "")) for column in columns))
     console.print(table)

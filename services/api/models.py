@@ -13,6 +13,10 @@ from libs.contracts.records import SandboxRecord
 CLIENT_ID = "6532622b"
 
 
+class NetworkConfig(msgspec.Struct, rename="camel", kw_only=True):
+    allow_public_traffic: bool = True
+
+
 class NewSandbox(msgspec.Struct, rename="camel", kw_only=True):
     template_id: str = msgspec.field(name="templateID")
     timeout: int | None = None
@@ -21,6 +25,7 @@ class NewSandbox(msgspec.Struct, rename="camel", kw_only=True):
     secure: bool | None = None
     allow_internet_access: bool | None = msgspec.field(default=None, name="allow_internet_access")
     auto_pause: bool | None = None
+    network: NetworkConfig | None = None
 
 
 class TimeoutBody(msgspec.Struct, kw_only=True):

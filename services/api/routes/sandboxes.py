@@ -143,6 +143,7 @@ class SandboxRoutes:
             env_vars=body.env_vars or {},
             # v2 always secures envd; v1 only when asked (`secure: true`).
             secure=True if v2 else bool(body.secure),
+            allow_public_traffic=body.network.allow_public_traffic if body.network else True,
         )
         reply: SandboxReply = await self._ask(subjects.PLACE, place, SandboxReply, self._place_timeout_s)
         assert reply.sandbox is not None

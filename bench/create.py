@@ -1,0 +1,146 @@
+"""Create latency through the whole stack, measured the way Cube Sandbox's cube-bench does:
+`POST /sandboxes` until 201, at several concurrencies, plus time to first command.
+
+    .venv/bin/python bench/create.py [--quick]
+
+Starts its own stack (real NATS, Redis, runsc) on random ports; every created sandbox is
+killed again in the background, so the node never fills up. Prints a table and, last, one
+JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+from e2b import AsyncSandbox
+
+from libs.cli.up import ensure_template, kill_all_sandboxes
+from libs.stack import LocalStack, StackConfig
+from services.nodeagent.templates.store import TemplateStore
+from tests.e2e.conftest import TEMPLATE_DIR
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def summary(samples: list[float], wall_s: float) -> dict[str, float]:
+    return {
+        "n": len(samples),
+        "avg_ms": round(statistics.fmean(samples), 1),
+        "p50_ms": round(percentile(samples, 50), 1),
+        "p95_ms": round(percentile(samples, 95), 1),
+        "p99_ms": round(percentile(samples, 99), 1),
+        "creates_per_s": round(len(samples) / wall_s, 2),
+    }
+
+
+async def bench_concurrency(api: httpx.AsyncClient, concurrency: int, total: int) -> dict[str, float]:
+    samples: list[float] = []
+    kills: set[asyncio.Task[httpx.Response]] = set()
+    queue = iter(range(total))
+
+    async def worker() -> None:
+        for _ in queue:
+            start = time.perf_counter()
+            response = await api.post("/sandboxes", json={"templateID": "base", "timeout": 300})
+            if response.status_code != 201:
+                raise RuntimeError(f"create failed: {response.status_code} {response.text}")
+            samples.append((time.perf_counter() - start) * 1000)
+            sandbox_id = response.json()["sandboxID"]
+            task = asyncio.create_task(api.delete(f"/sandboxes/{sandbox_id}"))
+            kills.add(task)
+            task.add_done_callback(kills.discard)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    await asyncio.gather(*list(kills))
+    return summary(samples, wall)
+
+
+async def bench_first_command(conn: dict[str, str], runs: int) -> dict[str, float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sandbox = await AsyncSandbox.create(**conn)
+        await sandbox.commands.run("true")
+        samples.append((time.perf_counter() - start) * 1000)
+        await sandbox.kill()
+    return {
+        "n": runs,
+        "p50_ms": round(percentile(samples, 50), 1),
+        "p95_ms": round(percentile(samples, 95), 1),
+    }
+
+
+async def run(stack: LocalStack, plan: list[tuple[int, int]], ttfc_runs: int) -> dict[str, object]:
+    key = await stack.create_api_key("bench", max_sandboxes=500)
+    env = stack.client_env()
+    conn = {
+        "api_key": key,
+        "api_url": env["E2B_API_URL"],
+        "sandbox_url": env["E2B_SANDBOX_URL"],
+        "domain": env["E2B_DOMAIN"],
+    }
+    results: dict[str, object] = {}
+    async with httpx.AsyncClient(
+        base_url=stack.config.api_url,
+        headers={"X-API-Key": key},
+        timeout=600,
+        limits=httpx.Limits(max_connections=200),
+    ) as api:
+        for concurrency, total in plan:
+            results[f"c{concurrency}"] = await bench_concurrency(api, concurrency, total)
+            print(f"c={concurrency:<3} {results[f'c{concurrency}']}", flush=True)
+    results["time_to_first_command"] = await bench_first_command(conn, ttfc_runs)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small runs (c=1 n=20, c=10 n=40, c=50 n=50)")
+    args = parser.parse_args()
+    plan = [(1, 20), (10, 40), (50, 50)] if args.quick else [(1, 100), (10, 200), (50, 200)]
+
+    ensure_template(TemplateStore(TEMPLATE_DIR))
+    data_dir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+    config = StackConfig.random_ports(
+        data_dir, template_dir=TEMPLATE_DIR, node_id="benchnode", extra_env={"CORRAL_SLOT_BASE": "24000"}
+    )
+    stack = LocalStack(config)
+    try:
+        stack.start_infrastructure()
+        stack.start_services()
+        results = asyncio.run(run(stack, plan, ttfc_runs=10))
+    finally:
+        stack.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    print("\nPOST /sandboxes -> 201 (ms)")
+    print(f"{'conc':>5} {'n':>5} {'avg':>9} {'p50':>9} {'p95':>9} {'p99':>9} {'creates/s':>10}")
+    columns = ("avg_ms", "p50_ms", "p95_ms", "p99_ms")
+    for name, row in results.items():
+        if name.startswith("c"):
+            r: dict = row  # type: ignore[assignment]
+            times = "".join(f" {r[c]:>9}" for c in columns)
+            print(f"{name[1:]:>5} {r['n']:>5}{times} {r['creates_per_s']:>10}")
+    ttfc = results["time_to_first_command"]
+    print(f"create -> commands.run('true'): p50 {ttfc['p50_ms']} ms, p95 {ttfc['p95_ms']} ms (n={ttfc['n']})")  # type: ignore[index]
+    print(json.dumps({"bench": "create", **results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""What the proxy enforces and carries, and what a kill leaves behind (nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from e2b import Sandbox
+from websockets.sync.client import connect as ws_connect
+
+HERE = Path(__file__).parent
+
+
+def test_traffic_token_guards_user_ports_not_envd(stack, conn):
+    api = httpx.Client(base_url=stack.config.api_url, headers={"X-API-Key": conn["api_key"]}, timeout=120)
+    body = {"templateID": "base", "network": {"allowPublicTraffic": False}}
+    created = api.post("/v2/sandboxes", json=body).json()
+    sandbox_id, token = created["sandboxID"], created["trafficAccessToken"]
+    try:
+        assert token
+        route = {"E2b-Sandbox-Id": sandbox_id}
+        proxy = stack.config.sandbox_url
+        refused = httpx.get(f"{proxy}/", headers={**route, "E2b-Sandbox-Port": "8000"})
+        assert refused.status_code == 403
+        allowed = httpx.get(
+            f"{proxy}/", headers={**route, "E2b-Sandbox-Port": "8000", "E2B-Traffic-Access-Token": token}
+        )
+        assert allowed.status_code == 502 and "port is not open" in allowed.text
+        envd = httpx.get(f"{proxy}/health", headers={**route, "E2b-Sandbox-Port": "49983"})
+        assert envd.status_code == 204
+    finally:
+        api.delete(f"/sandboxes/{sandbox_id}")
+
+
+def test_websocket_through_the_proxy(stack, conn):
+    sbx = Sandbox.create(**conn)
+    try:
+        sbx.files.write("/tmp/ws_echo.py", (HERE / "ws_echo_server.py").read_text())
+        sbx.commands.run("python3 /tmp/ws_echo.py 8765", background=True)
+        headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "8765"}
+        url = stack.config.sandbox_url.replace("http://", "ws://") + "/echo"
+        deadline = time.time() + 30
+        while True:
+            try:
+                with ws_connect(url, additional_headers=headers, open_timeout=5) as ws:
+                    ws.send("hello sandbox")
+                    assert ws.recv(timeout=10) == "echo: hello sandbox"
+                    break
+            except (OSError, Exception):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        sbx.kill()
+
+
+def test_kill_leaves_no_runsc_container_netns_or_cgroup(stack, conn):
+    sbx = Sandbox.create(**conn)
+    sandbox_id = sbx.sandbox_id
+    data_dir = stack.config.data_dir
+    assert (data_dir / "sandboxes" / sandbox_id).exists()
+    assert sbx.kill()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"corral-{sandbox_id}" not in netns
+    assert not (data_dir / "sandboxes" / sandbox_id).exists()
+    runsc = subprocess.run(
+        ["runsc", f"--root={data_dir / 'runsc'}", "list", "--format=json"], capture_output=True, text=True
+    )
+    assert sandbox_id not in runsc.stdout
+    assert not any(
+        Path(f"/sys/fs/cgroup/{c}/corral/{sandbox_id}").exists() for c in ("memory", "cpu", "pids")
+    )
+    assert sandbox_id not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_cli_lists_and_kills(stack, conn):
+    sbx = Sandbox.create(metadata={"via": "cli"}, **conn)
+    env = {**os.environ, "CORRAL_REDIS_URL": stack.config.redis_url, "CORRAL_NATS_URL": stack.config.nats_url}
+    cli = [sys.executable, "-m", "libs.cli"]
+    listed = subprocess.run(
+        [*cli, "sandbox", "ls", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    rows = {row["id"]: row for row in json.loads(listed.stdout)}
+    assert rows[sbx.sandbox_id]["metadata"] == {"via": "cli"}
+    table = subprocess.run([*cli, "sandbox", "ls"], env=env, capture_output=True, text=True, check=True)
+    assert sbx.sandbox_id in table.stdout
+    logs = subprocess.run([*cli, "sandbox", "logs", sbx.sandbox_id], env=env, capture_output=True, text=True)
+    assert "Uvicorn running" in logs.stdout
+    subprocess.run(
+        [*cli, "sandbox", "kill", sbx.sandbox_id], env=env, capture_output=True, text=True, check=True
+    )
+    assert sbx.is_running() is False
+    missing = subprocess.run(
+        [*cli, "sandbox", "kill", sbx.sandbox_id], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and "not found" in missing.stdout
