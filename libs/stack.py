@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from libs.apikeys import new_api_key
+from libs.apikeys import hash_key, new_api_key
 from libs.contracts import keys
 from libs.state import Store
 
@@ -216,6 +216,25 @@ class LocalStack:
         process = self._processes.get(name)
         if process is not None and process.poll() is not None:
             raise StackError(f"{name} exited ({process.returncode}); see {self.log_dir}/{name}.log")
+
+    async def dev_api_key(self) -> str:
+        """The stack's dev key, kept in the data directory and reused while Redis knows it
+        (Redis keeps its data across `corral up` runs)."""
+        path = self.config.data_dir / "dev-api-key"
+        if path.exists():
+            key = path.read_text().strip()
+            store = Store.connect(self.config.redis_url)
+            try:
+                record = await store.api_key(hash_key(key))
+            finally:
+                await store.close()
+            if record is not None and not record.revoked:
+                self.api_key = key
+                return key
+        key = await self.create_api_key("dev")
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        return key
 
     async def create_api_key(self, name: str = "dev", max_sandboxes: int = 100) -> str:
         store = Store.connect(self.config.redis_url)

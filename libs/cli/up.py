@@ -73,7 +73,7 @@ def up(
         with console.status("starting nats, redis and the services"):
             stack.start_infrastructure()
             stack.start_services()
-            asyncio.run(stack.create_api_key("dev"))
+            asyncio.run(stack.dev_api_key())
         text = exports(stack.client_env())
         if env_file is not None:
             env_file.write_text(text + "\n")
