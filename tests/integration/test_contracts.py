@@ -90,7 +90,8 @@ async def test_set_end_does_not_resurrect_a_deleted_sandbox(store):
 async def test_owner_slots_are_reserved_atomically(store):
     results = await asyncio.gather(*(store.reserve_owner_slot("o2", f"s{i}", 3) for i in range(10)))
     assert sum(results) == 3
-    await store.release_owner_slot("o2", "s0")
+    assert not await store.reserve_owner_slot("o2", "late", 3)
+    await store.release_owner_slot("o2", f"s{results.index(True)}")
     assert await store.reserve_owner_slot("o2", "late", 3)
 
 
