@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 from pathlib import Path
 
-import uvloop
-
-from libs.bus import Bus
-from libs.config import load_settings
-from libs.logging import setup_logging
-from libs.state import Store
-from libs.telemetry import setup_telemetry
+from libs.service import connected, run_service, until_stopped
 
 from .agent import NodeAgent
 from .runtime.gvisor import GVisorRuntime
@@ -21,27 +12,16 @@ from .settings import NodeSettings
 
 
 async def serve(settings: NodeSettings) -> None:
-    bus = await Bus.connect(settings.nats_url, name=f"nodeagent-{settings.node_id}")
-    store = Store.connect(settings.redis_url)
-    runtime = GVisorRuntime(Path(settings.data_dir), platform=settings.gvisor_platform)
-    agent = NodeAgent(settings, runtime, bus, store)
-    await agent.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await agent.stop()
-    with contextlib.suppress(Exception):
-        await bus.close()
-    await store.close()
+    async with connected(settings, f"nodeagent-{settings.node_id}") as (bus, store):
+        runtime = GVisorRuntime(Path(settings.data_dir), platform=settings.gvisor_platform)
+        agent = NodeAgent(settings, runtime, bus, store)
+        await agent.start()
+        await until_stopped()
+        await agent.stop()
 
 
 def main() -> None:
-    settings = load_settings(NodeSettings)
-    setup_logging(settings.log_level)
-    setup_telemetry("nodeagent")
-    uvloop.run(serve(settings))
+    run_service("nodeagent", NodeSettings, serve)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from libs.stack import free_port
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 USER_UID = 1000
@@ -28,12 +29,6 @@ GROUP = """root:x:0:
 user:x:1000:
 nogroup:x:65534:
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def bwrap_available() -> bool:
