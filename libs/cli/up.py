@@ -11,6 +11,7 @@ import typer
 
 from libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_records
 from services.nodeagent.runtime.gvisor import GVisorRuntime
+from services.nodeagent.templates.build import BuildError
 from services.nodeagent.templates.fingerprint import source_fingerprint
 from services.nodeagent.templates.recipe import recipe_path
 from services.nodeagent.templates.store import TemplateStore, is_current
@@ -64,7 +65,11 @@ def up(
         redis_port=redis_port,
         domain=domain,
     )
-    ensure_template(TemplateStore(data_dir / "templates"))
+    try:
+        ensure_template(TemplateStore(data_dir / "templates"))
+    except BuildError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
     stack = LocalStack(config)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -4,7 +4,7 @@ behind the access-token check."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -93,10 +93,16 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, exc.detail)
 
 
-def create_app(identity: Identity, *, sync_clock: bool = False) -> ASGIApp:
+def create_app(
+    identity: Identity,
+    *,
+    sync_clock: bool = False,
+    prepare_snapshot: Callable[[], Awaitable[None]] | None = None,
+) -> ASGIApp:
+    """`prepare_snapshot` is what `POST /snapshot/prepare` runs once it has answered."""
     state = EnvdState(identity)
     processes = ProcessManager()
-    system = SystemEndpoints(state, sync_clock=sync_clock)
+    system = SystemEndpoints(state, sync_clock=sync_clock, prepare_snapshot=prepare_snapshot)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,6 +115,7 @@ def create_app(identity: Identity, *, sync_clock: bool = False) -> ASGIApp:
             Route("/init", system.init, methods=["POST"]),
             Route("/envs", system.envs, methods=["GET"]),
             Route("/metrics", system.metrics, methods=["GET"]),
+            Route("/snapshot/prepare", system.prepare_snapshot, methods=["POST"]),
             Route("/files", DownloadEndpoint(state).handle, methods=["GET"]),
             Route("/files", UploadEndpoint(state).handle, methods=["POST"]),
         ],

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import httpx
 import websockets
@@ -126,30 +126,30 @@ class SandboxProxy:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, target: Target, route: Route) -> None:
         url = f"http://{route.host}:{target.port}{_path_and_query(scope)}"
-        headers = _end_to_end(scope["headers"])
-        disconnected = asyncio.Event()
-
-        async def body():  # type: ignore[no-untyped-def]
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    disconnected.set()
-                    return
-                chunk = message.get("body", b"")
-                if chunk:
-                    yield chunk
-                if not message.get("more_body", False):
-                    return
-
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+        body_done = asyncio.Event()
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        yield chunk
+                    if not message.get("more_body", False):
+                        return
+            finally:
+                body_done.set()
+
+        if not has_body:
+            body_done.set()
         request = self._client.build_request(
-            scope["method"], url, headers=headers, content=body() if has_body else None
+            scope["method"], url, headers=_end_to_end(scope["headers"]), content=body() if has_body else None
         )
         try:
             response = await self._client.send(request, stream=True)
-        except httpx.ConnectError:
-            await _send_error(send, port_closed(target.sandbox_id, target.port))
-            return
         except httpx.TransportError as exc:
             log.info("upstream %s failed: %s", url, exc)
             await _send_error(send, port_closed(target.sandbox_id, target.port))
@@ -162,31 +162,33 @@ class SandboxProxy:
                     "headers": _end_to_end(response.headers.raw),
                 }
             )
-            watcher = (
-                asyncio.create_task(self._watch_disconnect(receive, disconnected)) if not has_body else None
-            )
-            try:
-                async for chunk in response.aiter_raw():
-                    if disconnected.is_set():
-                        break
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except (httpx.TransportError, OSError):
-                # The sandbox went away mid-stream: end the response where it broke off.
-                with contextlib.suppress(Exception):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
+            pump = asyncio.create_task(self._pump(response, send))
+            client_gone = asyncio.create_task(self._until_disconnect(receive, body_done))
+            done, _ = await asyncio.wait({pump, client_gone}, return_when=asyncio.FIRST_COMPLETED)
+            # Whichever side ends first ends the exchange: a client that left stops the
+            # upstream read (envd then sees its stream closed), a finished response stops the watch.
+            for task in (pump, client_gone):
+                if task not in done:
+                    task.cancel()
+            await asyncio.gather(pump, client_gone, return_exceptions=True)
         finally:
             await response.aclose()
 
     @staticmethod
-    async def _watch_disconnect(receive: Receive, disconnected: asyncio.Event) -> None:
+    async def _pump(response: httpx.Response, send: Send) -> None:
+        try:
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (httpx.TransportError, OSError):
+            pass  # the sandbox went away mid-stream: end the response where it broke off
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _until_disconnect(receive: Receive, body_done: asyncio.Event) -> None:
+        await body_done.wait()
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
-                disconnected.set()
                 return
 
     async def _websocket(

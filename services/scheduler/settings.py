@@ -9,7 +9,7 @@ class SchedulerSettings(msgspec.Struct):
     nats_url: str = "nats://127.0.0.1:4222"
     redis_url: str = "redis://127.0.0.1:6379/0"
     # A node that has not heart-beaten for this long is down.
-    node_timeout_s: float = 6.0
+    node_timeout_s: float = 15.0
     # How many candidate nodes placement samples before taking the freest (best-of-K).
     placement_k: int = 2
     node_create_timeout_s: float = 120.0

@@ -6,9 +6,11 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -31,9 +33,16 @@ class InitRequest(msgspec.Struct, rename="camel", omit_defaults=True):
 class SystemEndpoints:
     """`/health`, `/init`, `/envs` and `/metrics` over one EnvdState."""
 
-    def __init__(self, state: EnvdState, *, sync_clock: bool) -> None:
+    def __init__(
+        self,
+        state: EnvdState,
+        *,
+        sync_clock: bool,
+        prepare_snapshot: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._state = state
         self._sync_clock = sync_clock
+        self._prepare_snapshot = prepare_snapshot
         self._cpu = _CpuSampler()
 
     async def health(self, request: Request) -> Response:
@@ -65,6 +74,13 @@ class SystemEndpoints:
         if self._sync_clock and payload.timestamp is not None:
             await asyncio.to_thread(_set_clock, payload.timestamp)
         return Response(status_code=204)
+
+    async def prepare_snapshot(self, request: Request) -> Response:
+        """Orchestrator-only: answers, then lets go of every socket (see listener.py). The
+        node checkpoints next and sends SIGUSR1 after the restore."""
+        if self._prepare_snapshot is None:
+            return error_response(501, "this envd cannot prepare for snapshots")
+        return Response(status_code=204, background=BackgroundTask(self._prepare_snapshot))
 
     async def envs(self, request: Request) -> Response:
         return JSONResponse(self._state.identity.env_vars)
