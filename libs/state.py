@@ -69,9 +69,12 @@ class Store:
     async def release_owner_slot(self, owner: str, sandbox_id: str) -> None:
         await self.redis.srem(keys.owner_sandboxes(owner), sandbox_id)
 
-    async def save_sandbox(self, record: SandboxRecord) -> None:
-        """Records a sandbox, its lease and its place on its node, all at once."""
+    async def save_sandbox(self, record: SandboxRecord, reserved_as: str | None = None) -> None:
+        """Records a sandbox, its lease and its place on its node, all at once. `reserved_as`
+        is the id its owner's slot was reserved under, when the node gave it another."""
         async with self.redis.pipeline(transaction=True) as tx:
+            if reserved_as is not None and reserved_as != record.sandbox_id:
+                tx.srem(keys.owner_sandboxes(record.owner), reserved_as)
             tx.set(keys.sandbox(record.sandbox_id), _encoder.encode(record))
             tx.zadd(keys.SANDBOX_INDEX, {record.sandbox_id: record.started_at})
             tx.zadd(keys.LEASES, {record.sandbox_id: record.end_at})

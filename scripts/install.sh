@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3 python3-venv python3-dev ca-certificates procps
+  python3 python3-venv python3-dev gcc libc6-dev ca-certificates procps
   bubblewrap runsc redis-server debootstrap iproute2 util-linux
 )
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)

@@ -56,6 +56,8 @@ class NodeCreateRequest(msgspec.Struct, kw_only=True):
 
 
 class NodeCreateReply(msgspec.Struct, kw_only=True):
+    # The node may answer with a sandbox it had ready (a warm clone) under that one's id.
+    sandbox_id: str = ""
     host: str = ""
     envd_version: str = ""
     error: Failure | None = None

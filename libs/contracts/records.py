@@ -43,6 +43,7 @@ class NodeRecord(msgspec.Struct, kw_only=True):
     memory_used_mb: int = 0
     sandboxes: int = 0
     max_sandboxes: int
+    warm: dict[str, int] = {}  # template id -> ready clones in the warm pool
     heartbeat_at: float
     started_at: float
     status: str = NODE_READY

@@ -30,10 +30,12 @@ from libs.contracts.records import NodeRecord, TemplateRecord
 from libs.state import Store
 
 from . import envd_client
-from .runtime.base import Runtime, SandboxSpec
+from .pool import WarmPool
+from .runtime.base import RunningSandbox, Runtime, SandboxSpec
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
-from .templates.store import TemplateStore
+from .snapshots import TemplateSnapshots
+from .templates.store import TemplateManifest, TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ class NodeAgent:
         self._created_at: dict[str, float] = {}
         self._started_at = time.time()
         self._http = httpx.AsyncClient()
+        self.snapshots = TemplateSnapshots(
+            runtime, self.templates, self.slots, self._http, settings.envd_ready_timeout_s
+        )
+        self.pool = WarmPool(settings, runtime, self.templates, self.snapshots, self.slots, self._http)
         self._tasks: list[asyncio.Task[None]] = []
 
     def subject(self, verb: str) -> str:
@@ -72,11 +78,15 @@ class NodeAgent:
             asyncio.create_task(self._every(self.settings.heartbeat_s, self.heartbeat)),
             asyncio.create_task(self._every(RECONCILE_EVERY_S, self.reconcile)),
         ]
+        if self.settings.pool_max > 0:
+            self._tasks.append(asyncio.create_task(self.pool.run()))
         log.info("node %s ready (%s runtime)", self.settings.node_id, self.runtime.name)
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pool.drain()
         await self._http.aclose()
 
     async def _every(self, period_s: float, step: Callable[[], Awaitable[None]]) -> None:
@@ -118,7 +128,7 @@ class NodeAgent:
                 )
         self.templates.collect_old_builds(OLD_BUILD_KEEP_S)
         now = time.time()
-        for sandbox_id in running - recorded:
+        for sandbox_id in running - recorded - self.pool.sandbox_ids:
             if now - self._created_at.get(sandbox_id, 0) > ORPHAN_GRACE_S:
                 log.warning("killing orphan sandbox %s (no record)", sandbox_id)
                 await self._kill(sandbox_id)
@@ -146,6 +156,7 @@ class NodeAgent:
                 cpu_count=_cpu_count(),
                 memory_mb=_memory_mb(),
                 sandboxes=len(self._sandbox_slots),
+                warm=self.pool.depths(),
                 max_sandboxes=self.settings.max_sandboxes,
                 heartbeat_at=time.time(),
                 started_at=self._started_at,
@@ -153,29 +164,20 @@ class NodeAgent:
         )
 
     async def create(self, request: NodeCreateRequest) -> NodeCreateReply:
+        """A warm clone if the pool has one, else a restore from the template's snapshot,
+        else a boot; then personalised through envd /init."""
         manifest = self.templates.get(request.template_id)
         if manifest is None:
-            return NodeCreateReply(
-                error=Failure(status=404, message=f"template '{request.template_id}' is not on this node")
-            )
+            message = f"template '{request.template_id}' is not on this node"
+            return NodeCreateReply(error=Failure(status=404, message=message))
+        sandbox_id = request.sandbox_id
         try:
-            slot = self.slots.take()
-        except NoFreeSlot as exc:
-            return NodeCreateReply(error=Failure(status=503, message=str(exc)))
-        self._sandbox_slots[request.sandbox_id] = slot
-        self._created_at[request.sandbox_id] = time.time()
-        spec = SandboxSpec(
-            sandbox_id=request.sandbox_id,
-            template_id=request.template_id,
-            rootfs=self.templates.rootfs(request.template_id),
-            init=manifest.init,
-            cpu_count=request.cpu_count,
-            memory_mb=request.memory_mb,
-            slot=slot,
-        )
-        try:
-            sandbox = await self.runtime.create(spec)
-            await envd_client.wait_ready(self._http, sandbox.address, self.settings.envd_ready_timeout_s)
+            sandbox = self.pool.claim(manifest.template_id) or await self.pool.restore(manifest, sandbox_id)
+            if sandbox is None:
+                sandbox = await self._boot(manifest, sandbox_id)
+            sandbox_id = sandbox.sandbox_id
+            self._sandbox_slots[sandbox_id] = sandbox.slot
+            self._created_at[sandbox_id] = time.time()
             await envd_client.init(
                 self._http,
                 sandbox.address,
@@ -183,11 +185,35 @@ class NodeAgent:
                 access_token=request.envd_access_token,
                 default_user=manifest.user,
             )
+        except NoFreeSlot as exc:
+            return NodeCreateReply(error=Failure(status=503, message=str(exc)))
         except Exception as exc:
-            log.exception("create of %s failed", request.sandbox_id)
-            await self._kill(request.sandbox_id)
+            log.exception("create of %s failed", sandbox_id)
+            await self._kill(sandbox_id)
             return NodeCreateReply(error=Failure(status=500, message=f"sandbox did not start: {exc}"))
-        return NodeCreateReply(host=sandbox.address, envd_version=manifest.envd_version)
+        return NodeCreateReply(
+            sandbox_id=sandbox_id, host=sandbox.address, envd_version=manifest.envd_version
+        )
+
+    async def _boot(self, manifest: TemplateManifest, sandbox_id: str) -> RunningSandbox:
+        slot = self.slots.take()
+        spec = SandboxSpec(
+            sandbox_id=sandbox_id,
+            template_id=manifest.template_id,
+            rootfs=self.templates.rootfs(manifest.template_id),
+            init=manifest.init,
+            cpu_count=manifest.cpu_count,
+            memory_mb=manifest.memory_mb,
+            slot=slot,
+        )
+        try:
+            sandbox = await self.runtime.create(spec)
+            await envd_client.wait_ready(self._http, sandbox.address, self.settings.envd_ready_timeout_s)
+        except BaseException:
+            await self.runtime.kill(sandbox_id)
+            self.slots.release(slot)
+            raise
+        return sandbox
 
     async def _kill(self, sandbox_id: str) -> bool:
         killed = await self.runtime.kill(sandbox_id)

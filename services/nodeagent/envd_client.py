@@ -46,3 +46,23 @@ async def init(
     response = await client.post(f"http://{address}:{ENVD_PORT}/init", json=body, timeout=10)
     if response.status_code != 204:
         raise EnvdNotReady(f"envd /init answered {response.status_code}: {response.text}")
+
+
+async def prepare_snapshot(client: httpx.AsyncClient, address: str, access_token: str | None = None) -> None:
+    """Asks envd to let go of its sockets, then waits until it has (runsc cannot save them)."""
+    headers = {"X-Access-Token": access_token} if access_token else {}
+    response = await client.post(
+        f"http://{address}:{ENVD_PORT}/snapshot/prepare", headers=headers, timeout=10
+    )
+    if response.status_code != 204:
+        raise EnvdNotReady(f"envd /snapshot/prepare answered {response.status_code}: {response.text}")
+    deadline = time.monotonic() + 5
+    # A fresh client: the pooled connection would be one more socket for envd to reset.
+    async with httpx.AsyncClient() as probe:
+        while time.monotonic() < deadline:
+            try:
+                await probe.get(f"http://{address}:{ENVD_PORT}/health", timeout=1)
+            except httpx.TransportError:
+                return
+            await asyncio.sleep(0.01)
+    raise EnvdNotReady(f"envd at {address} kept listening after /snapshot/prepare")

@@ -24,4 +24,11 @@ class NodeSettings(msgspec.Struct):
     heartbeat_s: float = 2.0
     gvisor_platform: str = "ptrace"
     envd_ready_timeout_s: float = 90.0
+    # Warm pool per template: at least pool_min ready clones, at most pool_max and what
+    # pool_memory_mb holds; pool_restore_concurrency restores at a time. pool_max 0 turns
+    # the pool off (every create restores or boots).
+    pool_min: int = 1
+    pool_max: int = 8
+    pool_memory_mb: int = 1024
+    pool_restore_concurrency: int = 2
     log_level: str = "INFO"

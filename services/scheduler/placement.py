@@ -24,8 +24,13 @@ def candidates(
     ]
 
 
-def pick(nodes: list[NodeRecord], k: int, rng: random.Random | None = None) -> NodeRecord | None:
+def pick(
+    nodes: list[NodeRecord], k: int, rng: random.Random | None = None, template_id: str | None = None
+) -> NodeRecord | None:
+    """Nodes with a warm clone of the template go first: a create there costs a claim."""
     if not nodes:
         return None
-    sample = (rng or random).sample(nodes, min(k, len(nodes)))
+    warm = [node for node in nodes if template_id and node.warm.get(template_id, 0) > 0]
+    pool = warm or nodes
+    sample = (rng or random).sample(pool, min(k, len(pool)))
     return max(sample, key=lambda node: node.free_slots)

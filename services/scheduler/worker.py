@@ -22,10 +22,10 @@ from libs.contracts.messages import (
     TimeoutRequest,
 )
 from libs.contracts.records import SandboxRecord
+from libs.ids import new_sandbox_id, new_token
 from libs.state import Store
 
 from . import placement
-from .ids import new_sandbox_id, new_token
 from .settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Scheduler:
             nodes = placement.candidates(
                 await self.store.nodes(), template.template_id, self.settings.node_timeout_s, tried
             )
-            node = placement.pick(nodes, self.settings.placement_k)
+            node = placement.pick(nodes, self.settings.placement_k, template_id=template.template_id)
             if node is None:
                 await self.store.release_owner_slot(request.owner, sandbox_id)
                 return SandboxReply(error=_failure(503, last_error))
@@ -97,7 +97,7 @@ class Scheduler:
                 continue
             now = time.time()
             record = SandboxRecord(
-                sandbox_id=sandbox_id,
+                sandbox_id=reply.sandbox_id or sandbox_id,
                 template_id=template.template_id,
                 alias=template.aliases[0] if template.aliases else None,
                 node_id=node.node_id,
@@ -115,10 +115,10 @@ class Scheduler:
                 owner=request.owner,
             )
             try:
-                await self.store.save_sandbox(record)
+                await self.store.save_sandbox(record, reserved_as=sandbox_id)
             except Exception as exc:
-                log.exception("recording %s failed", sandbox_id)
-                await self._node_kill(node.node_id, sandbox_id)
+                log.exception("recording %s failed", record.sandbox_id)
+                await self._node_kill(node.node_id, record.sandbox_id)
                 await self.store.release_owner_slot(request.owner, sandbox_id)
                 return SandboxReply(error=_failure(500, f"could not record the sandbox: {exc}"))
             return SandboxReply(sandbox=record)

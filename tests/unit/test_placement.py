@@ -41,3 +41,9 @@ def test_best_of_k_takes_the_freest_of_the_sample():
     picks = {pick(nodes, k=2, rng=rng).node_id for _ in range(50)}
     assert "busy" not in picks  # with two sampled, the busiest never wins
     assert pick([], k=2) is None
+
+
+def test_nodes_with_a_warm_clone_go_first():
+    nodes = [_node("cold", sandboxes=0), _node("warm", sandboxes=8, warm={"base": 2})]
+    assert pick(nodes, k=2, template_id="base").node_id == "warm"
+    assert pick(nodes, k=2, template_id="other").node_id == "cold"

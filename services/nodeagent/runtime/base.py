@@ -38,6 +38,14 @@ class Runtime(Protocol):
         """Starts the sandbox; on failure nothing of it is left behind."""
         ...
 
+    async def checkpoint(self, sandbox_id: str, image_dir: Path) -> None:
+        """Saves memory, processes and files into `image_dir`; the sandbox stops."""
+        ...
+
+    async def restore(self, spec: SandboxSpec, image_dir: Path) -> RunningSandbox:
+        """Starts a new sandbox from a checkpoint (as `create`, nothing left on failure)."""
+        ...
+
     async def kill(self, sandbox_id: str) -> bool:
         """Stops it and removes everything it had; False if it did not exist."""
         ...

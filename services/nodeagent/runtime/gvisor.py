@@ -77,8 +77,11 @@ class GVisorRuntime:
         state = SandboxState(spec.sandbox_id, spec.template_id, spec.slot, net.address)
         (bundle / "sandbox.json").write_bytes(msgspec.json.encode(state))
 
-    async def _start(self, bundle: Path, sandbox_id: str) -> None:
+    async def _start(self, bundle: Path, sandbox_id: str, *runsc_args: str) -> None:
+        """`runsc run` (or `restore`) detached. Its output goes to the console log: the
+        sandbox inherits these descriptors and keeps them open for its whole life."""
         console = await asyncio.to_thread((bundle / "console.log").open, "ab")
+        verb = runsc_args or ("run",)
         try:
             argv = [
                 "unshare",
@@ -89,16 +92,37 @@ class GVisorRuntime:
                 "-c",
                 _HIDE_PROC_SYS_NET,
                 "sh",
-                *self._runsc("run", "--detach", f"--bundle={bundle}", sandbox_id),
+                *self._runsc(*verb, "--detach", f"--bundle={bundle}", sandbox_id),
             ]
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console
             )
             if await process.wait() != 0:
                 tail = (await asyncio.to_thread((bundle / "console.log").read_text, errors="replace"))[-2000:]
-                raise CommandFailed(f"runsc run failed for {sandbox_id}: {tail}")
+                raise CommandFailed(f"runsc {verb[0]} failed for {sandbox_id}: {tail}")
         finally:
             console.close()
+
+    async def checkpoint(self, sandbox_id: str, image_dir: Path) -> None:
+        """Saves the sandbox (stopping it) into `image_dir`. Its envd must have let go of
+        its sockets first (`POST /snapshot/prepare`)."""
+        await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
+        await run(*self._runsc("checkpoint", f"--image-path={image_dir}", sandbox_id))
+
+    async def restore(self, spec: SandboxSpec, image_dir: Path) -> RunningSandbox:
+        """A new sandbox from a checkpoint, in its own network namespace, listening again."""
+        net = network.SandboxNetwork(spec.slot, spec.sandbox_id)
+        bundle = self._dir(spec.sandbox_id)
+        try:
+            await asyncio.to_thread(self._write_bundle, bundle, spec, net)
+            await network.create(net)
+            await self._start(bundle, spec.sandbox_id, "restore", f"--image-path={image_dir}")
+            # tini passes SIGUSR1 on to envd, which listens again (see services/envd/listener.py).
+            await run(*self._runsc("kill", spec.sandbox_id, "USR1"))
+        except BaseException:
+            await self._remove(spec.sandbox_id, net)
+            raise
+        return RunningSandbox(spec.sandbox_id, net.address, spec.slot)
 
     async def kill(self, sandbox_id: str) -> bool:
         bundle = self._dir(sandbox_id)

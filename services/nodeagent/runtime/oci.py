@@ -29,6 +29,9 @@ CAPABILITIES = [
 # gVisor counts its own host threads against pids.max (about 50 idle, a few per guest
 # process) and kills the whole sandbox at the limit: this only stops fork bombs.
 PIDS_LIMIT = 16384
+# Bumped whenever the spec changes what a checkpoint captures: template snapshots taken under
+# another version are taken again.
+SPEC_VERSION = 3
 CPU_PERIOD_US = 100_000
 
 

@@ -137,6 +137,21 @@ def _wheelhouse(out_dir: Path) -> None:
     )
 
 
+SHIMS_DIR = REPO_ROOT / "templates" / "shims"
+SHIM_TARGET = "/usr/lib/corral/statx-shim.so"
+
+
+def _install_shims(rootfs: Path) -> None:
+    """Compiles the preloaded shims (see templates/shims) into the root filesystem."""
+    target = rootfs / SHIM_TARGET.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = SHIMS_DIR / "statx_no_automount.c"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O2", "-o", str(target), str(source)], check=True, capture_output=True
+    )
+    (rootfs / "etc" / "ld.so.preload").write_text(SHIM_TARGET + "\n")
+
+
 def _finish_rootfs(rootfs: Path, recipe: Recipe) -> None:
     (rootfs / "etc" / "hostname").write_text("sandbox\n")
     (rootfs / "etc" / "hosts").write_text("127.0.0.1 localhost\n127.0.1.1 sandbox\n::1 localhost\n")
@@ -193,6 +208,8 @@ async def build_template(recipe: Recipe, store: TemplateStore, progress: Progres
         binds = ("--ro-bind", str(wheels), "/wheels")
         await _run(_in_root(rootfs, *pip, *envd_requirements(), binds=binds), progress, "pip")
         await _run(_in_root(rootfs, *pip, "--no-deps", "corral", binds=binds), progress, "pip")
+        progress("installing shims")
+        await asyncio.to_thread(_install_shims, rootfs)
         await asyncio.to_thread(_finish_rootfs, rootfs, recipe)
         manifest = TemplateManifest(
             template_id=recipe.id,

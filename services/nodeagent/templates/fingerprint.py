@@ -13,6 +13,7 @@ SOURCES = (
     "libs/logging.py",
     "libs/telemetry.py",
     "services/nodeagent/templates/build.py",
+    "templates/shims",
 )
 
 
@@ -23,7 +24,7 @@ def source_fingerprint(recipe_path: Path) -> str:
     digest.update(" ".join(envd_requirements()).encode())
     for source in SOURCES:
         path = REPO_ROOT / source
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".py", ".c")) if path.is_dir() else [path]
         for file in files:
             digest.update(str(file.relative_to(REPO_ROOT)).encode())
             digest.update(file.read_bytes())

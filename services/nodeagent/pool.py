@@ -1,0 +1,151 @@
+"""The warm pool: per template, sandboxes restored from the template's snapshot and ready,
+so a create only claims one and personalises it through envd `/init`.
+
+The pool's target follows demand: the creates of the last ten seconds, at least `pool_min`,
+at most `pool_max` and what `pool_memory_mb` holds. Restores run in the background, a few at
+a time; an empty pool never fails a create (the node restores or boots one directly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+
+import httpx
+
+from libs.ids import new_sandbox_id
+
+from . import envd_client
+from .runtime.base import RunningSandbox, Runtime, SandboxSpec
+from .settings import NodeSettings
+from .slots import NoFreeSlot, Slots
+from .snapshots import TemplateSnapshots
+from .templates.store import TemplateManifest, TemplateStore
+
+log = logging.getLogger(__name__)
+
+DEMAND_WINDOW_S = 10.0
+# A restored, idle clone holds about this much host memory (gVisor: no sharing between clones).
+CLONE_MEMORY_MB = 64
+# Claims and finished restores wake the refill at once; this is only the idle re-check.
+REFILL_IDLE_S = 1.0
+
+
+class WarmPool:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        runtime: Runtime,
+        templates: TemplateStore,
+        snapshots: TemplateSnapshots,
+        slots: Slots,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._templates = templates
+        self._snapshots = snapshots
+        self._slots = slots
+        self._http = http
+        self._ready: dict[str, collections.deque[RunningSandbox]] = collections.defaultdict(collections.deque)
+        self._restoring: dict[str, int] = collections.defaultdict(int)
+        self._claims: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def sandbox_ids(self) -> set[str]:
+        return {s.sandbox_id for clones in self._ready.values() for s in clones}
+
+    def depths(self) -> dict[str, int]:
+        return {template: len(clones) for template, clones in self._ready.items() if clones}
+
+    def claim(self, template_id: str) -> RunningSandbox | None:
+        self._claims[template_id].append(time.monotonic())
+        self._wake.set()
+        clones = self._ready.get(template_id)
+        return clones.popleft() if clones else None
+
+    def target(self, template_id: str) -> int:
+        claims = self._claims[template_id]
+        horizon = time.monotonic() - DEMAND_WINDOW_S
+        while claims and claims[0] < horizon:
+            claims.popleft()
+        budget = self._settings.pool_memory_mb // CLONE_MEMORY_MB
+        return min(self._settings.pool_max, budget, max(self._settings.pool_min, len(claims)))
+
+    async def run(self) -> None:
+        """Keeps every template's pool at its target, until cancelled."""
+        try:
+            while True:
+                self._refill()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), REFILL_IDLE_S)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    def _refill(self) -> None:
+        for manifest in self._templates.list():
+            template_id = manifest.template_id
+            while (
+                len(self._ready[template_id]) + self._restoring[template_id] < self.target(template_id)
+                and sum(self._restoring.values()) < self._settings.pool_restore_concurrency
+            ):
+                self._restoring[template_id] += 1
+                task = asyncio.create_task(self._restore_one(manifest))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _restore_one(self, manifest: TemplateManifest) -> None:
+        try:
+            sandbox = await self.restore(manifest)
+            if sandbox is not None:
+                self._ready[manifest.template_id].append(sandbox)
+        except Exception:
+            log.exception("warm clone of %s failed", manifest.template_id)
+            await asyncio.sleep(1)  # do not spin on a broken template
+        finally:
+            self._restoring[manifest.template_id] -= 1
+            self._wake.set()
+
+    async def restore(
+        self, manifest: TemplateManifest, sandbox_id: str | None = None
+    ) -> RunningSandbox | None:
+        """One sandbox from the template's snapshot, envd answering; None without a snapshot."""
+        image = await self._snapshots.ensure(manifest)
+        if image is None:
+            return None
+        try:
+            slot = self._slots.take()
+        except NoFreeSlot:
+            return None
+        spec = SandboxSpec(
+            sandbox_id=sandbox_id or new_sandbox_id(),
+            template_id=manifest.template_id,
+            rootfs=self._templates.rootfs(manifest.template_id),
+            init=manifest.init,
+            cpu_count=manifest.cpu_count,
+            memory_mb=manifest.memory_mb,
+            slot=slot,
+        )
+        try:
+            sandbox = await self._runtime.restore(spec, image)
+            await envd_client.wait_ready(self._http, sandbox.address, self._settings.envd_ready_timeout_s)
+        except BaseException:
+            await self._runtime.kill(spec.sandbox_id)
+            self._slots.release(slot)
+            raise
+        return sandbox
+
+    async def drain(self) -> None:
+        """Kills every warm clone (on shutdown)."""
+        for clones in self._ready.values():
+            while clones:
+                sandbox = clones.popleft()
+                await self._runtime.kill(sandbox.sandbox_id)
+                self._slots.release(sandbox.slot)
