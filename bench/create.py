@@ -112,13 +112,21 @@ async def run(stack: LocalStack, plan: list[tuple[int, int]], ttfc_runs: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small runs (c=1 n=20, c=10 n=40, c=50 n=50)")
+    parser.add_argument("--plan", help="concurrency:count pairs, e.g. 1:100,10:200")
+    parser.add_argument("--logs", type=Path, help="keep the services' logs in this directory")
     args = parser.parse_args()
     plan = [(1, 20), (10, 40), (50, 50)] if args.quick else [(1, 100), (10, 200), (50, 200)]
+    if args.plan:
+        plan = [(int(c), int(n)) for c, n in (pair.split(":") for pair in args.plan.split(","))]
 
     ensure_template(TemplateStore(TEMPLATE_DIR))
     data_dir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     config = StackConfig.random_ports(
-        data_dir, template_dir=TEMPLATE_DIR, node_id="benchnode", extra_env={"CORRAL_SLOT_BASE": "24000"}
+        data_dir,
+        template_dir=TEMPLATE_DIR,
+        node_id="benchnode",
+        log_dir=args.logs,
+        extra_env={"CORRAL_SLOT_BASE": "24000"},
     )
     stack = LocalStack(config)
     try:

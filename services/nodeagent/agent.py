@@ -117,8 +117,9 @@ class NodeAgent:
         await self.reconcile()
 
     async def reconcile(self) -> None:
-        """Records of this node whose sandbox is gone are reported gone; sandboxes nobody
-        recorded (a create whose caller died) are killed once past the grace period."""
+        """Records of this node whose sandbox is gone are reported gone; sandboxes this agent
+        handed out that nobody recorded (a create whose caller died) are killed once past the
+        grace period."""
         running = {s.sandbox_id for s in await self.runtime.list()}
         recorded = set(await self.store.node_sandbox_ids(self.settings.node_id))
         for sandbox_id in recorded - running:
@@ -126,15 +127,18 @@ class NodeAgent:
                 await self.bus.publish(
                     subjects.SANDBOX_GONE, SandboxGone(sandbox_id=sandbox_id, reason="not running")
                 )
-        self.templates.collect_old_builds(OLD_BUILD_KEEP_S)
+        await asyncio.to_thread(self.templates.collect_old_builds, OLD_BUILD_KEEP_S)
         now = time.time()
         for sandbox_id in running - recorded - self.pool.sandbox_ids:
-            if now - self._created_at.get(sandbox_id, 0) > ORPHAN_GRACE_S:
+            # No creation time: a restore or boot of this process still under way (whatever
+            # ran unrecorded before this process started was killed by `adopt`).
+            created = self._created_at.get(sandbox_id)
+            if created is not None and now - created > ORPHAN_GRACE_S:
                 log.warning("killing orphan sandbox %s (no record)", sandbox_id)
                 await self._kill(sandbox_id)
 
     async def heartbeat(self) -> None:
-        manifests = self.templates.list()
+        manifests = await asyncio.to_thread(self.templates.list)
         for manifest in manifests:
             await self.store.save_template(
                 TemplateRecord(
@@ -166,7 +170,7 @@ class NodeAgent:
     async def create(self, request: NodeCreateRequest) -> NodeCreateReply:
         """A warm clone if the pool has one, else a restore from the template's snapshot,
         else a boot; then personalised through envd /init."""
-        manifest = self.templates.get(request.template_id)
+        manifest = await asyncio.to_thread(self.templates.get, request.template_id)
         if manifest is None:
             message = f"template '{request.template_id}' is not on this node"
             return NodeCreateReply(error=Failure(status=404, message=message))

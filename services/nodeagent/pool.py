@@ -81,7 +81,7 @@ class WarmPool:
         """Keeps every template's pool at its target, until cancelled."""
         try:
             while True:
-                self._refill()
+                self._refill(await asyncio.to_thread(self._templates.list))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), REFILL_IDLE_S)
@@ -89,8 +89,8 @@ class WarmPool:
             for task in self._tasks:
                 task.cancel()
 
-    def _refill(self) -> None:
-        for manifest in self._templates.list():
+    def _refill(self, manifests: list[TemplateManifest]) -> None:
+        for manifest in manifests:
             template_id = manifest.template_id
             while (
                 len(self._ready[template_id]) + self._restoring[template_id] < self.target(template_id)
