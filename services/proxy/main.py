@@ -18,7 +18,9 @@ async def serve(settings: ProxySettings) -> None:
         proxy = SandboxProxy(routes, settings.connect_timeout_s)
         try:
             # Streams (commands, watches) stay open for hours; envd keepalives keep them busy.
-            await serve_http(proxy, settings.host, settings.port, ws="websockets-sansio", timeout_keep_alive=620)
+            await serve_http(
+                proxy, settings.host, settings.port, ws="websockets-sansio", timeout_keep_alive=620
+            )
         finally:
             await proxy.aclose()
 
