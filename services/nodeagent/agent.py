@@ -31,7 +31,7 @@ from libs.state import Store
 
 from . import envd_client
 from .pool import WarmPool
-from .runtime.base import RunningSandbox, Runtime, SandboxSpec
+from .runtime.base import RunningSandbox, Runtime
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .snapshots import TemplateSnapshots
@@ -201,15 +201,7 @@ class NodeAgent:
 
     async def _boot(self, manifest: TemplateManifest, sandbox_id: str) -> RunningSandbox:
         slot = self.slots.take()
-        spec = SandboxSpec(
-            sandbox_id=sandbox_id,
-            template_id=manifest.template_id,
-            rootfs=self.templates.rootfs(manifest.template_id),
-            init=manifest.init,
-            cpu_count=manifest.cpu_count,
-            memory_mb=manifest.memory_mb,
-            slot=slot,
-        )
+        spec = self.templates.sandbox_spec(manifest, sandbox_id, slot)
         try:
             sandbox = await self.runtime.create(spec)
             await envd_client.wait_ready(self._http, sandbox.address, self.settings.envd_ready_timeout_s)

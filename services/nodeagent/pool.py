@@ -19,7 +19,7 @@ import httpx
 from libs.ids import new_sandbox_id
 
 from . import envd_client
-from .runtime.base import RunningSandbox, Runtime, SandboxSpec
+from .runtime.base import RunningSandbox, Runtime
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .snapshots import TemplateSnapshots
@@ -124,15 +124,7 @@ class WarmPool:
             slot = self._slots.take()
         except NoFreeSlot:
             return None
-        spec = SandboxSpec(
-            sandbox_id=sandbox_id or new_sandbox_id(),
-            template_id=manifest.template_id,
-            rootfs=self._templates.rootfs(manifest.template_id),
-            init=manifest.init,
-            cpu_count=manifest.cpu_count,
-            memory_mb=manifest.memory_mb,
-            slot=slot,
-        )
+        spec = self._templates.sandbox_spec(manifest, sandbox_id or new_sandbox_id(), slot)
         try:
             sandbox = await self._runtime.restore(spec, image)
             await envd_client.wait_ready(self._http, sandbox.address, self._settings.envd_ready_timeout_s)

@@ -17,7 +17,7 @@ import httpx
 from libs.ids import new_sandbox_id
 
 from . import envd_client
-from .runtime.base import Runtime, SandboxSpec
+from .runtime.base import Runtime
 from .runtime.oci import SPEC_VERSION
 from .slots import Slots
 from .templates.store import TemplateManifest, TemplateStore
@@ -72,15 +72,7 @@ class TemplateSnapshots:
         started = time.monotonic()
         sandbox_id = new_sandbox_id()
         slot = self._slots.take()
-        spec = SandboxSpec(
-            sandbox_id=sandbox_id,
-            template_id=manifest.template_id,
-            rootfs=self._templates.rootfs(manifest.template_id),
-            init=manifest.init,
-            cpu_count=manifest.cpu_count,
-            memory_mb=manifest.memory_mb,
-            slot=slot,
-        )
+        spec = self._templates.sandbox_spec(manifest, sandbox_id, slot)
         target = self.image_dir(manifest)
         work = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=target.parent))
         try:

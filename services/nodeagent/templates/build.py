@@ -16,12 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
 from services.envd.app import ENVD_VERSION
 
+from .envd_payload import envd_requirements
 from .fingerprint import source_fingerprint
 from .recipe import Recipe, recipe_path
 from .store import TemplateManifest, TemplateStore
@@ -33,20 +33,6 @@ class Progress(Protocol):
     def __call__(self, message: str, *, detail: bool = False) -> None: ...
 
 
-# What envd imports at run time, installed in the sandbox at the host's versions.
-ENVD_DISTRIBUTIONS = (
-    "asyncinotify",
-    "connectrpc",
-    "httptools",
-    "msgspec",
-    "opentelemetry-sdk",
-    "protobuf-py",
-    "python-multipart",
-    "starlette",
-    "typer",
-    "uvicorn",
-    "uvloop",
-)
 ENVD_PREFIX = "/opt/corral"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -69,10 +55,6 @@ def host_mirror() -> str:
         if match:
             return match.group(1)
     return DEFAULT_MIRROR
-
-
-def envd_requirements() -> list[str]:
-    return [f"{name}=={metadata.version(name)}" for name in ENVD_DISTRIBUTIONS]
 
 
 async def _run(argv: list[str], progress: Progress, label: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from .envd_payload import envd_requirements
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SOURCES = (
     "services/envd",
@@ -13,13 +15,12 @@ SOURCES = (
     "libs/logging.py",
     "libs/telemetry.py",
     "services/nodeagent/templates/build.py",
+    "services/nodeagent/templates/envd_payload.py",
     "templates/shims",
 )
 
 
 def source_fingerprint(recipe_path: Path) -> str:
-    from .build import envd_requirements
-
     digest = hashlib.sha256(recipe_path.read_bytes())
     digest.update(" ".join(envd_requirements()).encode())
     for source in SOURCES:

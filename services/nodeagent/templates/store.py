@@ -10,6 +10,8 @@ from pathlib import Path
 
 import msgspec
 
+from ..runtime.base import SandboxSpec
+
 OLD_PREFIX = ".old-"
 
 
@@ -36,6 +38,18 @@ class TemplateStore:
 
     def rootfs(self, template_id: str) -> Path:
         return self.root / template_id / "rootfs"
+
+    def sandbox_spec(self, manifest: TemplateManifest, sandbox_id: str, slot: int) -> SandboxSpec:
+        """What the runtime needs to start (or restore) a sandbox of this template."""
+        return SandboxSpec(
+            sandbox_id=sandbox_id,
+            template_id=manifest.template_id,
+            rootfs=self.rootfs(manifest.template_id),
+            init=manifest.init,
+            cpu_count=manifest.cpu_count,
+            memory_mb=manifest.memory_mb,
+            slot=slot,
+        )
 
     def get(self, template_id: str) -> TemplateManifest | None:
         path = self.root / template_id / "template.json"
