@@ -82,6 +82,14 @@ class Store:
             tx.sadd(keys.owner_sandboxes(record.owner), record.sandbox_id)
             await tx.execute()
 
+    async def save_paused(self, record: SandboxRecord) -> None:
+        """A paused sandbox keeps its record and its place in every index but the leases:
+        it runs nowhere, so nothing expires."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(keys.sandbox(record.sandbox_id), _encoder.encode(record), xx=True)
+            tx.zrem(keys.LEASES, record.sandbox_id)
+            await tx.execute()
+
     async def set_end(self, record: SandboxRecord, end_at: float) -> SandboxRecord:
         """Moves the lease end; a sandbox deleted meanwhile stays deleted (XX updates only)."""
         updated = msgspec.structs.replace(record, end_at=end_at)

@@ -88,3 +88,29 @@ class NodeLogsReply(msgspec.Struct, kw_only=True):
 class SandboxGone(msgspec.Struct, kw_only=True):
     sandbox_id: str
     reason: str
+
+
+class PauseRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+
+
+class ResumeRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    timeout_s: int
+
+
+class NodePauseRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    envd_access_token: str | None = None
+
+
+class NodePauseReply(msgspec.Struct, kw_only=True):
+    paused: bool = False
+    error: Failure | None = None
+
+
+class NodeResumeRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    template_id: str
+    env_vars: dict[str, str] = {}
+    envd_access_token: str | None = None

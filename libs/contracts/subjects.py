@@ -7,6 +7,8 @@ SCHEDULER_QUEUE = "scheduler"
 PLACE = "corral.scheduler.place"  # PlaceRequest -> SandboxReply
 KILL = "corral.scheduler.kill"  # KillRequest -> KillReply
 SET_TIMEOUT = "corral.scheduler.timeout"  # TimeoutRequest -> SandboxReply
+PAUSE = "corral.scheduler.pause"  # PauseRequest -> SandboxReply
+RESUME = "corral.scheduler.resume"  # ResumeRequest -> SandboxReply
 
 # Published (no reply): a sandbox stopped being reachable; proxies drop their routes.
 SANDBOX_GONE = "corral.events.sandbox.gone"  # SandboxGone
@@ -21,4 +23,6 @@ NODE_CREATE = "create"  # NodeCreateRequest -> NodeCreateReply
 NODE_KILL = "kill"  # NodeKillRequest -> KillReply
 NODE_LIST = "list"  # NodeListRequest -> NodeListReply
 NODE_LOGS = "logs"  # NodeLogsRequest -> NodeLogsReply
-NODE_VERBS = (NODE_CREATE, NODE_KILL, NODE_LIST, NODE_LOGS)
+NODE_PAUSE = "pause"  # NodePauseRequest -> NodePauseReply
+NODE_RESUME = "resume"  # NodeResumeRequest -> NodeCreateReply
+NODE_VERBS = (NODE_CREATE, NODE_KILL, NODE_LIST, NODE_LOGS, NODE_PAUSE, NODE_RESUME)

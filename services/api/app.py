@@ -48,6 +48,8 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
         Route("/sandboxes/{sandbox_id}/connect", sandboxes.connect, methods=["POST"]),
         Route("/v2/sandboxes/{sandbox_id}/connect", sandboxes.connect, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/logs", sandboxes.logs, methods=["GET"]),
+        Route("/sandboxes/{sandbox_id}/pause", sandboxes.pause, methods=["POST"]),
+        Route("/sandboxes/{sandbox_id}/resume", sandboxes.resume, methods=["POST"]),
         Route("/templates", templates.list, methods=["GET"]),
         Route("/templates/aliases/{alias}", templates.by_alias, methods=["GET"]),
     ]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from libs.contracts.records import SandboxRecord
+from libs.contracts.records import SANDBOX_PAUSED, SandboxRecord
 
 # The reference API always returns this legacy value.
 CLIENT_ID = "6532622b"
@@ -84,6 +84,8 @@ def detail_body(record: SandboxRecord, domain: str) -> dict[str, object]:
     body["domain"] = domain
     body["allowInternetAccess"] = record.allow_internet_access
     body["lifecycle"] = {"autoResume": False, "onTimeout": "kill"}
+    if record.state == SANDBOX_PAUSED:
+        body["pauseMode"] = "full"
     if record.envd_access_token:
         body["envdAccessToken"] = record.envd_access_token
     return body

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,9 @@ from libs.contracts.messages import (
     NodeListRequest,
     NodeLogsReply,
     NodeLogsRequest,
+    NodePauseReply,
+    NodePauseRequest,
+    NodeResumeRequest,
     SandboxGone,
 )
 from libs.contracts.records import NodeRecord, TemplateRecord
@@ -54,7 +58,7 @@ class NodeAgent:
         self.store = store
         self.templates = TemplateStore(Path(settings.template_dir or Path(settings.data_dir) / "templates"))
         self.slots = Slots(settings.slot_base, settings.max_sandboxes)
-        self._sandbox_slots: dict[str, int] = {}
+        self._sandboxes: dict[str, RunningSandbox] = {}
         self._created_at: dict[str, float] = {}
         self._started_at = time.time()
         self._http = httpx.AsyncClient()
@@ -73,6 +77,8 @@ class NodeAgent:
         await self.bus.serve(self.subject(subjects.NODE_KILL), NodeKillRequest, self.kill)
         await self.bus.serve(self.subject(subjects.NODE_LIST), NodeListRequest, self.list)
         await self.bus.serve(self.subject(subjects.NODE_LOGS), NodeLogsRequest, self.logs)
+        await self.bus.serve(self.subject(subjects.NODE_PAUSE), NodePauseRequest, self.pause)
+        await self.bus.serve(self.subject(subjects.NODE_RESUME), NodeResumeRequest, self.resume)
         await self.heartbeat()
         self._tasks = [
             asyncio.create_task(self._every(self.settings.heartbeat_s, self.heartbeat)),
@@ -108,7 +114,7 @@ class NodeAgent:
                 await self.runtime.kill(sandbox.sandbox_id)
                 continue
             self.slots.mark_used(sandbox.slot)
-            self._sandbox_slots[sandbox.sandbox_id] = sandbox.slot
+            self._sandboxes[sandbox.sandbox_id] = sandbox
             self._created_at[sandbox.sandbox_id] = time.time()
             log.info("re-adopted sandbox %s", sandbox.sandbox_id)
         for sandbox_id in await self.runtime.leftovers():
@@ -123,7 +129,8 @@ class NodeAgent:
         running = {s.sandbox_id for s in await self.runtime.list()}
         recorded = set(await self.store.node_sandbox_ids(self.settings.node_id))
         for sandbox_id in recorded - running:
-            if sandbox_id not in self._sandbox_slots:
+            paused = await asyncio.to_thread(self.paused_image(sandbox_id).exists)
+            if sandbox_id not in self._sandboxes and not paused:
                 await self.bus.publish(
                     subjects.SANDBOX_GONE, SandboxGone(sandbox_id=sandbox_id, reason="not running")
                 )
@@ -159,7 +166,7 @@ class NodeAgent:
                 templates=[m.template_id for m in manifests],
                 cpu_count=_cpu_count(),
                 memory_mb=_memory_mb(),
-                sandboxes=len(self._sandbox_slots),
+                sandboxes=len(self._sandboxes),
                 warm=self.pool.depths(),
                 max_sandboxes=self.settings.max_sandboxes,
                 heartbeat_at=time.time(),
@@ -180,7 +187,7 @@ class NodeAgent:
             if sandbox is None:
                 sandbox = await self._boot(manifest, sandbox_id)
             sandbox_id = sandbox.sandbox_id
-            self._sandbox_slots[sandbox_id] = sandbox.slot
+            self._sandboxes[sandbox_id] = sandbox
             self._created_at[sandbox_id] = time.time()
             await envd_client.init(
                 self._http,
@@ -212,12 +219,89 @@ class NodeAgent:
         return sandbox
 
     async def _kill(self, sandbox_id: str) -> bool:
+        """Kills a running sandbox or deletes a paused one's snapshot."""
         killed = await self.runtime.kill(sandbox_id)
-        slot = self._sandbox_slots.pop(sandbox_id, None)
+        sandbox = self._sandboxes.pop(sandbox_id, None)
         self._created_at.pop(sandbox_id, None)
-        if slot is not None:
-            self.slots.release(slot)
+        if sandbox is not None:
+            self.slots.release(sandbox.slot)
+        paused = self.paused_image(sandbox_id)
+        if await asyncio.to_thread(paused.exists):
+            await asyncio.to_thread(shutil.rmtree, paused, True)
+            killed = True
         return killed
+
+    def paused_image(self, sandbox_id: str) -> Path:
+        return Path(self.settings.data_dir) / "paused" / sandbox_id
+
+    async def pause(self, request: NodePauseRequest) -> NodePauseReply:
+        """Checkpoints the sandbox into the node's snapshot store and frees what it held. A
+        pause that fails leaves the sandbox running."""
+        sandbox = self._sandboxes.get(request.sandbox_id)
+        if sandbox is None:
+            return NodePauseReply(
+                error=Failure(status=404, message=f"sandbox '{request.sandbox_id}' is not running here")
+            )
+        image = self.paused_image(request.sandbox_id)
+        work = image.with_name(f".{image.name}-{time.time_ns()}")
+        try:
+            await envd_client.prepare_snapshot(self._http, sandbox.address, request.envd_access_token)
+        except Exception as exc:
+            return NodePauseReply(
+                error=Failure(status=409, message=f"envd did not get ready for the pause: {exc}")
+            )
+        try:
+            await self.runtime.checkpoint(request.sandbox_id, work)
+        except Exception as exc:
+            log.exception("pause of %s failed", request.sandbox_id)
+            await asyncio.to_thread(shutil.rmtree, work, True)
+            await self.runtime.wake_envd(request.sandbox_id)
+            return NodePauseReply(
+                error=Failure(status=500, message=f"pause failed, the sandbox keeps running: {exc}")
+            )
+        await asyncio.to_thread(work.rename, image)
+        await self.runtime.kill(request.sandbox_id)  # the checkpoint stopped it: clear what is left
+        self._sandboxes.pop(request.sandbox_id, None)
+        self.slots.release(sandbox.slot)
+        return NodePauseReply(paused=True)
+
+    async def resume(self, request: NodeResumeRequest) -> NodeCreateReply:
+        """Restores a paused sandbox: same processes, files, env vars and token. A resume that
+        fails keeps the snapshot for the next try."""
+        image = self.paused_image(request.sandbox_id)
+        manifest = await asyncio.to_thread(self.templates.get, request.template_id)
+        if manifest is None or not await asyncio.to_thread(image.is_dir):
+            return NodeCreateReply(
+                error=Failure(status=404, message=f"no snapshot of '{request.sandbox_id}' here")
+            )
+        try:
+            slot = self.slots.take()
+        except NoFreeSlot as exc:
+            return NodeCreateReply(error=Failure(status=503, message=str(exc)))
+        spec = self.templates.sandbox_spec(manifest, request.sandbox_id, slot)
+        try:
+            sandbox = await self.runtime.restore(spec, image)
+            await envd_client.wait_ready(self._http, sandbox.address, self.settings.envd_ready_timeout_s)
+            await envd_client.init(
+                self._http,
+                sandbox.address,
+                env_vars=request.env_vars,
+                access_token=request.envd_access_token,
+                default_user=manifest.user,
+            )
+        except Exception as exc:
+            log.exception("resume of %s failed", request.sandbox_id)
+            await self.runtime.kill(request.sandbox_id)
+            self.slots.release(slot)
+            return NodeCreateReply(
+                error=Failure(status=500, message=f"resume failed, the snapshot is kept: {exc}")
+            )
+        self._sandboxes[request.sandbox_id] = sandbox
+        self._created_at[request.sandbox_id] = time.time()
+        await asyncio.to_thread(shutil.rmtree, image, True)
+        return NodeCreateReply(
+            sandbox_id=request.sandbox_id, host=sandbox.address, envd_version=manifest.envd_version
+        )
 
     async def kill(self, request: NodeKillRequest) -> KillReply:
         return KillReply(killed=await self._kill(request.sandbox_id))

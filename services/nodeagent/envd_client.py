@@ -41,9 +41,12 @@ async def init(
         "defaultUser": default_user,
         "timestamp": datetime.now(UTC).isoformat(),
     }
+    headers = {}
     if access_token:
         body["accessToken"] = access_token
-    response = await client.post(f"http://{address}:{ENVD_PORT}/init", json=body, timeout=10)
+        # A resumed envd already holds this token and only takes /init with it.
+        headers["X-Access-Token"] = access_token
+    response = await client.post(f"http://{address}:{ENVD_PORT}/init", json=body, headers=headers, timeout=10)
     if response.status_code != 204:
         raise EnvdNotReady(f"envd /init answered {response.status_code}: {response.text}")
 

@@ -16,12 +16,17 @@ from libs.contracts.messages import (
     NodeCreateReply,
     NodeCreateRequest,
     NodeKillRequest,
+    NodePauseReply,
+    NodePauseRequest,
+    NodeResumeRequest,
+    PauseRequest,
     PlaceRequest,
+    ResumeRequest,
     SandboxGone,
     SandboxReply,
     TimeoutRequest,
 )
-from libs.contracts.records import SandboxRecord
+from libs.contracts.records import SANDBOX_PAUSED, SANDBOX_RUNNING, SandboxRecord
 from libs.ids import new_sandbox_id, new_token
 from libs.state import Store
 
@@ -46,6 +51,8 @@ class Scheduler:
         await self.bus.serve(subjects.PLACE, PlaceRequest, self.place, queue=queue)
         await self.bus.serve(subjects.KILL, KillRequest, self.kill, queue=queue)
         await self.bus.serve(subjects.SET_TIMEOUT, TimeoutRequest, self.set_timeout, queue=queue)
+        await self.bus.serve(subjects.PAUSE, PauseRequest, self.pause, queue=queue)
+        await self.bus.serve(subjects.RESUME, ResumeRequest, self.resume, queue=queue)
         await self.bus.listen(subjects.SANDBOX_GONE, SandboxGone, self.forget, queue=queue)
 
     async def place(self, request: PlaceRequest) -> SandboxReply:
@@ -153,10 +160,58 @@ class Scheduler:
         )
 
     async def forget(self, event: SandboxGone) -> None:
-        """A node reports a sandbox it no longer runs: drop its record."""
+        """A node reports a sandbox it no longer runs: drop its record (a paused sandbox
+        runs nowhere by design and keeps its record)."""
         record = await self.store.sandbox(event.sandbox_id)
-        if record is not None:
+        if record is not None and record.state == SANDBOX_RUNNING:
             await self.store.delete_sandbox(record)
+
+    async def pause(self, request: PauseRequest) -> SandboxReply:
+        record = await self.store.sandbox(request.sandbox_id)
+        if record is None:
+            return SandboxReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
+        if record.state == SANDBOX_PAUSED:
+            return SandboxReply(error=_failure(409, f"sandbox '{request.sandbox_id}' is already paused"))
+        message = NodePauseRequest(sandbox_id=record.sandbox_id, envd_access_token=record.envd_access_token)
+        subject = subjects.node_subject(record.node_id, subjects.NODE_PAUSE)
+        try:
+            reply = await self.bus.request(subject, message, NodePauseReply, timeout_s=120)
+        except BusError as exc:
+            return SandboxReply(error=_failure(503, f"node {record.node_id}: {exc}"))
+        if reply.error is not None:
+            return SandboxReply(error=reply.error)
+        paused = msgspec.structs.replace(record, state=SANDBOX_PAUSED, host="")
+        await self.store.save_paused(paused)
+        await self.bus.publish(
+            subjects.SANDBOX_GONE, SandboxGone(sandbox_id=record.sandbox_id, reason="paused")
+        )
+        return SandboxReply(sandbox=paused)
+
+    async def resume(self, request: ResumeRequest) -> SandboxReply:
+        record = await self.store.sandbox(request.sandbox_id)
+        if record is None:
+            return SandboxReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
+        if record.state != SANDBOX_PAUSED:
+            return SandboxReply(error=_failure(409, f"sandbox '{request.sandbox_id}' is not paused"))
+        message = NodeResumeRequest(
+            sandbox_id=record.sandbox_id,
+            template_id=record.template_id,
+            env_vars=record.env_vars,
+            envd_access_token=record.envd_access_token,
+        )
+        subject = subjects.node_subject(record.node_id, subjects.NODE_RESUME)
+        try:
+            reply = await self.bus.request(subject, message, NodeCreateReply, timeout_s=120)
+        except BusError as exc:
+            return SandboxReply(error=_failure(503, f"node {record.node_id}: {exc}"))
+        if reply.error is not None:
+            return SandboxReply(error=reply.error)
+        now = time.time()
+        resumed = msgspec.structs.replace(
+            record, state=SANDBOX_RUNNING, host=reply.host, end_at=now + request.timeout_s
+        )
+        await self.store.save_sandbox(resumed)
+        return SandboxReply(sandbox=resumed)
 
     async def set_timeout(self, request: TimeoutRequest) -> SandboxReply:
         record = await self.store.sandbox(request.sandbox_id)

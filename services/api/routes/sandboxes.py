@@ -18,7 +18,9 @@ from libs.contracts.messages import (
     KillRequest,
     NodeLogsReply,
     NodeLogsRequest,
+    PauseRequest,
     PlaceRequest,
+    ResumeRequest,
     SandboxReply,
     TimeoutRequest,
 )
@@ -232,12 +234,34 @@ class SandboxRoutes:
         body = await read_json(request, ConnectBody, optional=True)
         assert isinstance(body, ConnectBody)
         timeout = _check_timeout(body.timeout, V2_DEFAULT_TIMEOUT_S)
-        if record.state != SANDBOX_RUNNING:
-            raise ApiError(409, f"sandbox '{record.sandbox_id}' is {record.state}")
+        if record.state == SANDBOX_PAUSED:
+            return await self._resume(record, timeout)
         message = TimeoutRequest(sandbox_id=record.sandbox_id, timeout_s=timeout, extend_only=True)
         reply: SandboxReply = await self._ask(subjects.SET_TIMEOUT, message, SandboxReply, 10)
         assert reply.sandbox is not None
         return JSONResponse(sandbox_body(reply.sandbox, self._domain), status_code=200)
+
+    async def _resume(self, record: SandboxRecord, lease_s: int) -> Response:
+        message = ResumeRequest(sandbox_id=record.sandbox_id, timeout_s=lease_s)
+        reply = await self._ask(subjects.RESUME, message, SandboxReply, 150)
+        assert reply.sandbox is not None
+        return JSONResponse(sandbox_body(reply.sandbox, self._domain), status_code=201)
+
+    async def resume(self, request: Request) -> Response:
+        """The 2.0-era resume: 201 when resumed, 409 when it was running."""
+        key = await self._auth(request)
+        record = await self._owned(request, key)
+        body = await read_json(request, ConnectBody, optional=True)
+        assert isinstance(body, ConnectBody)
+        if record.state != SANDBOX_PAUSED:
+            raise ApiError(409, f"sandbox '{record.sandbox_id}' is already running")
+        return await self._resume(record, _check_timeout(body.timeout, V1_DEFAULT_TIMEOUT_S))
+
+    async def pause(self, request: Request) -> Response:
+        key = await self._auth(request)
+        record = await self._owned(request, key)
+        await self._ask(subjects.PAUSE, PauseRequest(sandbox_id=record.sandbox_id), SandboxReply, 150)
+        return Response(status_code=204)
 
     async def logs(self, request: Request) -> Response:
         key = await self._auth(request)

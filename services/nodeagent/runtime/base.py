@@ -46,6 +46,10 @@ class Runtime(Protocol):
         """Starts a new sandbox from a checkpoint (as `create`, nothing left on failure)."""
         ...
 
+    async def wake_envd(self, sandbox_id: str) -> None:
+        """Makes envd listen again after it let go of its sockets for a snapshot."""
+        ...
+
     async def kill(self, sandbox_id: str) -> bool:
         """Stops it and removes everything it had; False if it did not exist."""
         ...

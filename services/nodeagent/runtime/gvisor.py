@@ -117,12 +117,15 @@ class GVisorRuntime:
             await asyncio.to_thread(self._write_bundle, bundle, spec, net)
             await network.create(net)
             await self._start(bundle, spec.sandbox_id, "restore", f"--image-path={image_dir}")
-            # tini passes SIGUSR1 on to envd, which listens again (see services/envd/listener.py).
-            await run(*self._runsc("kill", spec.sandbox_id, "USR1"))
+            await self.wake_envd(spec.sandbox_id)
         except BaseException:
             await self._remove(spec.sandbox_id, net)
             raise
         return RunningSandbox(spec.sandbox_id, net.address, spec.slot)
+
+    async def wake_envd(self, sandbox_id: str) -> None:
+        """tini passes SIGUSR1 on to envd, which listens again (services/envd/listener.py)."""
+        await run(*self._runsc("kill", sandbox_id, "USR1"))
 
     async def kill(self, sandbox_id: str) -> bool:
         bundle = self._dir(sandbox_id)
