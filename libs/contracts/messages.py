@@ -22,6 +22,8 @@ class PlaceRequest(msgspec.Struct, kw_only=True):
     env_vars: dict[str, str] = {}
     secure: bool = True
     allow_public_traffic: bool = True
+    auto_pause: bool = False
+    auto_resume: bool = False
 
 
 class SandboxReply(msgspec.Struct, kw_only=True):
@@ -96,7 +98,7 @@ class PauseRequest(msgspec.Struct, kw_only=True):
 
 class ResumeRequest(msgspec.Struct, kw_only=True):
     sandbox_id: str
-    timeout_s: int
+    timeout_s: int  # 0: the timeout the sandbox was created with
 
 
 class NodePauseRequest(msgspec.Struct, kw_only=True):

@@ -32,6 +32,9 @@ class SandboxRecord(msgspec.Struct, kw_only=True):
     owner: str  # hash of the API key that created it
     # Sandboxes have no egress yet (their namespace routes nowhere but to the node).
     allow_internet_access: bool = False
+    timeout_s: int = 300  # the lease a resume grants
+    auto_pause: bool = False  # pause instead of kill when the lease ends
+    auto_resume: bool = False  # traffic through the proxy resumes it
 
 
 class NodeRecord(msgspec.Struct, kw_only=True):

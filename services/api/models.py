@@ -17,6 +17,10 @@ class NetworkConfig(msgspec.Struct, rename="camel", kw_only=True):
     allow_public_traffic: bool = True
 
 
+class AutoResume(msgspec.Struct, kw_only=True):
+    enabled: bool = False
+
+
 class NewSandbox(msgspec.Struct, rename="camel", kw_only=True):
     template_id: str = msgspec.field(name="templateID")
     timeout: int | None = None
@@ -25,6 +29,8 @@ class NewSandbox(msgspec.Struct, rename="camel", kw_only=True):
     secure: bool | None = None
     allow_internet_access: bool | None = msgspec.field(default=None, name="allow_internet_access")
     auto_pause: bool | None = None
+    auto_pause_memory: bool | None = None
+    auto_resume: AutoResume | None = None
     network: NetworkConfig | None = None
 
 
@@ -83,7 +89,10 @@ def detail_body(record: SandboxRecord, domain: str) -> dict[str, object]:
     body = listed_body(record)
     body["domain"] = domain
     body["allowInternetAccess"] = record.allow_internet_access
-    body["lifecycle"] = {"autoResume": False, "onTimeout": "kill"}
+    body["lifecycle"] = {
+        "autoResume": record.auto_resume,
+        "onTimeout": "pause" if record.auto_pause else "kill",
+    }
     if record.state == SANDBOX_PAUSED:
         body["pauseMode"] = "full"
     if record.envd_access_token:

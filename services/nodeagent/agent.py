@@ -60,6 +60,7 @@ class NodeAgent:
         self.slots = Slots(settings.slot_base, settings.max_sandboxes)
         self._sandboxes: dict[str, RunningSandbox] = {}
         self._created_at: dict[str, float] = {}
+        self._resume_locks: dict[str, asyncio.Lock] = {}
         self._started_at = time.time()
         self._http = httpx.AsyncClient()
         self.snapshots = TemplateSnapshots(
@@ -267,7 +268,19 @@ class NodeAgent:
 
     async def resume(self, request: NodeResumeRequest) -> NodeCreateReply:
         """Restores a paused sandbox: same processes, files, env vars and token. A resume that
-        fails keeps the snapshot for the next try."""
+        fails keeps the snapshot for the next try; one that arrives while another runs (the
+        proxy's auto-resume and a connect, say) waits for it and answers the same."""
+        async with self._resume_locks.setdefault(request.sandbox_id, asyncio.Lock()):
+            running = self._sandboxes.get(request.sandbox_id)
+            if running is not None:
+                manifest = await asyncio.to_thread(self.templates.get, request.template_id)
+                version = manifest.envd_version if manifest else ""
+                return NodeCreateReply(
+                    sandbox_id=request.sandbox_id, host=running.address, envd_version=version
+                )
+            return await self._resume(request)
+
+    async def _resume(self, request: NodeResumeRequest) -> NodeCreateReply:
         image = self.paused_image(request.sandbox_id)
         manifest = await asyncio.to_thread(self.templates.get, request.template_id)
         if manifest is None or not await asyncio.to_thread(image.is_dir):

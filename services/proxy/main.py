@@ -13,7 +13,7 @@ from .settings import ProxySettings
 
 async def serve(settings: ProxySettings) -> None:
     async with connected(settings, "proxy") as (bus, store):
-        routes = RouteCache(store)
+        routes = RouteCache(store, bus)
         await bus.listen(subjects.SANDBOX_GONE, SandboxGone, routes.on_gone)
         proxy = SandboxProxy(routes, settings.connect_timeout_s)
         try:

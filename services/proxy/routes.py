@@ -3,11 +3,14 @@ short expiry, should an event be missed) says otherwise."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
-from libs.contracts.messages import SandboxGone
-from libs.contracts.records import SANDBOX_RUNNING
+from libs.bus import Bus, BusError
+from libs.contracts import subjects
+from libs.contracts.messages import ResumeRequest, SandboxGone, SandboxReply
+from libs.contracts.records import SANDBOX_PAUSED, SANDBOX_RUNNING, SandboxRecord
 from libs.state import Store
 
 CACHE_S = 30.0
@@ -20,9 +23,11 @@ class Route:
 
 
 class RouteCache:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, bus: Bus | None = None) -> None:
         self._store = store
+        self._bus = bus
         self._routes: dict[str, tuple[float, Route]] = {}
+        self._resuming: dict[str, asyncio.Future[SandboxRecord | None]] = {}
 
     async def lookup(self, sandbox_id: str) -> Route | None:
         cached = self._routes.get(sandbox_id)
@@ -30,12 +35,37 @@ class RouteCache:
         if cached is not None and now - cached[0] < CACHE_S:
             return cached[1]
         record = await self._store.sandbox(sandbox_id)
+        if record is not None and record.state == SANDBOX_PAUSED and record.auto_resume:
+            record = await self._resume(sandbox_id)
         if record is None or record.state != SANDBOX_RUNNING:
             self._routes.pop(sandbox_id, None)
             return None
         route = Route(record.host, record.traffic_access_token)
         self._routes[sandbox_id] = (now, route)
         return route
+
+    async def _resume(self, sandbox_id: str) -> SandboxRecord | None:
+        """Wakes an auto-resume sandbox; requests arriving meanwhile wait for the same wake."""
+        if self._bus is None:
+            return None
+        pending = self._resuming.get(sandbox_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[SandboxRecord | None] = asyncio.get_running_loop().create_future()
+        self._resuming[sandbox_id] = future
+        try:
+            reply = await self._bus.request(
+                subjects.RESUME,
+                ResumeRequest(sandbox_id=sandbox_id, timeout_s=0),
+                SandboxReply,
+                timeout_s=150,
+            )
+            future.set_result(reply.sandbox)
+        except BusError:
+            future.set_result(None)
+        finally:
+            del self._resuming[sandbox_id]
+        return future.result()
 
     async def on_gone(self, event: SandboxGone) -> None:
         self._routes.pop(event.sandbox_id, None)

@@ -11,7 +11,8 @@ import uuid
 import msgspec
 
 from libs.contracts import keys
-from libs.contracts.records import NODE_DOWN
+from libs.contracts.messages import PauseRequest
+from libs.contracts.records import NODE_DOWN, SandboxRecord
 
 from .worker import Scheduler
 
@@ -25,6 +26,7 @@ class Reaper:
         self.scheduler = scheduler
         self.holder = uuid.uuid4().hex
         self.reaped = 0
+        self._expiring: set[str] = set()  # a pause takes a while; the lease stays until it is done
 
     async def run(self) -> None:
         period = self.scheduler.settings.reap_every_s
@@ -40,13 +42,29 @@ class Reaper:
     async def reap_expired(self) -> None:
         store = self.scheduler.store
         expired = await store.expired_leases(time.time())
-        records = await store.sandboxes(expired)
-        await asyncio.gather(*(self.scheduler.remove(record, "timeout") for record in records))
+        records = [r for r in await store.sandboxes(expired) if r.sandbox_id not in self._expiring]
+        await asyncio.gather(*(self._expire(record) for record in records))
         self.reaped += len(records)
         # Leases whose record vanished (killed meanwhile) must not linger in the index.
         gone = set(expired) - {r.sandbox_id for r in records}
         if gone:
             await store.redis.zrem(keys.LEASES, *gone)
+
+    async def _expire(self, record: SandboxRecord) -> None:
+        """Lease over: pause when the sandbox asked for it (kill if the pause fails)."""
+        self._expiring.add(record.sandbox_id)
+        try:
+            await self._pause_or_kill(record)
+        finally:
+            self._expiring.discard(record.sandbox_id)
+
+    async def _pause_or_kill(self, record: SandboxRecord) -> None:
+        if record.auto_pause:
+            reply = await self.scheduler.pause(PauseRequest(sandbox_id=record.sandbox_id))
+            if reply.error is None or reply.error.status == 409:
+                return
+            log.warning("auto-pause of %s failed (%s): killing it", record.sandbox_id, reply.error.message)
+        await self.scheduler.remove(record, "timeout")
 
     async def mark_dead_nodes(self) -> None:
         store = self.scheduler.store

@@ -120,6 +120,9 @@ class Scheduler:
                 started_at=now,
                 end_at=now + request.timeout_s,
                 owner=request.owner,
+                timeout_s=request.timeout_s,
+                auto_pause=request.auto_pause,
+                auto_resume=request.auto_resume,
             )
             try:
                 await self.store.save_sandbox(record, reserved_as=sandbox_id)
@@ -192,6 +195,8 @@ class Scheduler:
         if record is None:
             return SandboxReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
         if record.state != SANDBOX_PAUSED:
+            if request.timeout_s == 0:  # an auto-resume that another request beat: fine
+                return SandboxReply(sandbox=record)
             return SandboxReply(error=_failure(409, f"sandbox '{request.sandbox_id}' is not paused"))
         message = NodeResumeRequest(
             sandbox_id=record.sandbox_id,
@@ -207,8 +212,9 @@ class Scheduler:
         if reply.error is not None:
             return SandboxReply(error=reply.error)
         now = time.time()
+        lease_s = request.timeout_s or record.timeout_s  # 0: the sandbox's own (auto-resume)
         resumed = msgspec.structs.replace(
-            record, state=SANDBOX_RUNNING, host=reply.host, end_at=now + request.timeout_s
+            record, state=SANDBOX_RUNNING, host=reply.host, end_at=now + lease_s
         )
         await self.store.save_sandbox(resumed)
         return SandboxReply(sandbox=resumed)

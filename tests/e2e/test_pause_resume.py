@@ -72,3 +72,21 @@ def test_pause_and_resume_status_codes(conn, stack):
         assert time.time() - started < 60
     finally:
         api.delete(f"/sandboxes/{sandbox_id}")
+
+
+def test_auto_pause_on_timeout_then_auto_resume_by_traffic(conn):
+    sbx = Sandbox.create(lifecycle={"on_timeout": "pause", "auto_resume": True}, **conn)
+    try:
+        sbx.files.write("/home/user/state.txt", "survives the auto-pause")
+        info = sbx.get_info()
+        assert info.lifecycle == {"on_timeout": "pause", "auto_resume": True}
+        sbx.set_timeout(2)
+        deadline = time.time() + 60
+        while Sandbox.get_info(sbx.sandbox_id, **conn).state != SandboxState.PAUSED:
+            assert time.time() < deadline, "never auto-paused"
+            time.sleep(0.5)
+        # Traffic through the proxy wakes it: the SDK call just works.
+        assert sbx.files.read("/home/user/state.txt") == "survives the auto-pause"
+        assert Sandbox.get_info(sbx.sandbox_id, **conn).state == SandboxState.RUNNING
+    finally:
+        sbx.kill()

@@ -136,6 +136,11 @@ class SandboxRoutes:
         assert isinstance(body, NewSandbox)
         if not body.template_id:
             raise ApiError(400, "templateID is required")
+        auto_resume = bool(body.auto_resume and body.auto_resume.enabled)
+        if body.auto_pause_memory is False:
+            raise ApiError(400, "filesystem-only pauses are not supported: pauses keep memory")
+        if auto_resume and not body.auto_pause:
+            raise ApiError(400, "autoResume needs autoPause (on timeout: pause)")
         place = PlaceRequest(
             template_id=body.template_id,
             owner=key.key_hash,
@@ -146,6 +151,8 @@ class SandboxRoutes:
             # v2 always secures envd; v1 only when asked (`secure: true`).
             secure=True if v2 else bool(body.secure),
             allow_public_traffic=body.network.allow_public_traffic if body.network else True,
+            auto_pause=bool(body.auto_pause),
+            auto_resume=auto_resume,
         )
         reply: SandboxReply = await self._ask(subjects.PLACE, place, SandboxReply, self._place_timeout_s)
         assert reply.sandbox is not None
