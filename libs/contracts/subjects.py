@@ -15,7 +15,7 @@ SANDBOX_GONE = "corral.events.sandbox.gone"  # SandboxGone
 
 
 def node_subject(node_id: str, verb: str) -> str:
-    """`corral.node.<id>.<verb>` with verb one of NODE_VERBS."""
+    """`corral.node.<id>.<verb>` with verb one of the NODE_* names below."""
     return f"corral.node.{node_id}.{verb}"
 
 
@@ -25,4 +25,3 @@ NODE_LIST = "list"  # NodeListRequest -> NodeListReply
 NODE_LOGS = "logs"  # NodeLogsRequest -> NodeLogsReply
 NODE_PAUSE = "pause"  # NodePauseRequest -> NodePauseReply
 NODE_RESUME = "resume"  # NodeResumeRequest -> NodeCreateReply
-NODE_VERBS = (NODE_CREATE, NODE_KILL, NODE_LIST, NODE_LOGS, NODE_PAUSE, NODE_RESUME)

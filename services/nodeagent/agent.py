@@ -190,13 +190,7 @@ class NodeAgent:
             sandbox_id = sandbox.sandbox_id
             self._sandboxes[sandbox_id] = sandbox
             self._created_at[sandbox_id] = time.time()
-            await envd_client.init(
-                self._http,
-                sandbox.address,
-                env_vars=request.env_vars,
-                access_token=request.envd_access_token,
-                default_user=manifest.user,
-            )
+            await self._personalise(sandbox, manifest, request)
         except NoFreeSlot as exc:
             return NodeCreateReply(error=Failure(status=503, message=str(exc)))
         except Exception as exc:
@@ -205,6 +199,21 @@ class NodeAgent:
             return NodeCreateReply(error=Failure(status=500, message=f"sandbox did not start: {exc}"))
         return NodeCreateReply(
             sandbox_id=sandbox_id, host=sandbox.address, envd_version=manifest.envd_version
+        )
+
+    async def _personalise(
+        self,
+        sandbox: RunningSandbox,
+        manifest: TemplateManifest,
+        request: NodeCreateRequest | NodeResumeRequest,
+    ) -> None:
+        """envd /init: the sandbox's env vars, access token, default user and the clock."""
+        await envd_client.init(
+            self._http,
+            sandbox.address,
+            env_vars=request.env_vars,
+            access_token=request.envd_access_token,
+            default_user=manifest.user,
         )
 
     async def _boot(self, manifest: TemplateManifest, sandbox_id: str) -> RunningSandbox:
@@ -295,13 +304,7 @@ class NodeAgent:
         try:
             sandbox = await self.runtime.restore(spec, image)
             await envd_client.wait_ready(self._http, sandbox.address, self.settings.envd_ready_timeout_s)
-            await envd_client.init(
-                self._http,
-                sandbox.address,
-                env_vars=request.env_vars,
-                access_token=request.envd_access_token,
-                default_user=manifest.user,
-            )
+            await self._personalise(sandbox, manifest, request)
         except Exception as exc:
             log.exception("resume of %s failed", request.sandbox_id)
             await self.runtime.kill(request.sandbox_id)

@@ -9,7 +9,6 @@ so a sandbox has no egress.
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass
 
 from .commands import run
@@ -75,10 +74,3 @@ async def address_sandbox(net: SandboxNetwork) -> None:
 async def destroy(net: SandboxNetwork) -> None:
     await run("ip", "link", "del", net.host_veth, check=False)
     await run("ip", "netns", "del", net.netns, check=False)
-
-
-def existing_namespaces() -> list[str]:
-    try:
-        return [name for name in os.listdir(NETNS_DIR) if name.startswith("corral-")]
-    except FileNotFoundError:
-        return []

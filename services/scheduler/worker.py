@@ -1,9 +1,10 @@
-"""The scheduler's request handlers: place, kill, set timeout."""
+"""The scheduler's request handlers: place, kill, set timeout, pause, resume."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import TypeVar
 
 import msgspec
 
@@ -36,8 +37,22 @@ from .settings import SchedulerSettings
 log = logging.getLogger(__name__)
 
 
+R = TypeVar("R", bound=msgspec.Struct)
+
+# Pauses and resumes move memory to or from disk: they take seconds, not milliseconds.
+NODE_LIFECYCLE_TIMEOUT_S = 120.0
+
+
 def _failure(status: int, message: str) -> Failure:
     return Failure(status=status, message=message)
+
+
+class Refused(Exception):
+    """A request that cannot be done, with the status the API answers it with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.failure = _failure(status, message)
 
 
 class Scheduler:
@@ -146,10 +161,29 @@ class Scheduler:
             return False
         return reply.killed
 
-    async def kill(self, request: KillRequest) -> KillReply:
-        record = await self.store.sandbox(request.sandbox_id)
+    async def _existing(self, sandbox_id: str) -> SandboxRecord:
+        record = await self.store.sandbox(sandbox_id)
         if record is None:
-            return KillReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
+            raise Refused(404, f"sandbox '{sandbox_id}' not found")
+        return record
+
+    async def _ask_node(self, node_id: str, verb: str, message: msgspec.Struct, reply_type: type[R]) -> R:
+        """A lifecycle request to a node; an unreachable node or its refusal is `Refused`."""
+        subject = subjects.node_subject(node_id, verb)
+        try:
+            reply = await self.bus.request(subject, message, reply_type, timeout_s=NODE_LIFECYCLE_TIMEOUT_S)
+        except BusError as exc:
+            raise Refused(503, f"node {node_id}: {exc}") from None
+        error: Failure | None = getattr(reply, "error", None)
+        if error is not None:
+            raise Refused(error.status, error.message)
+        return reply
+
+    async def kill(self, request: KillRequest) -> KillReply:
+        try:
+            record = await self._existing(request.sandbox_id)
+        except Refused as exc:
+            return KillReply(error=exc.failure)
         await self.remove(record, request.reason)
         return KillReply(killed=True)
 
@@ -170,61 +204,56 @@ class Scheduler:
             await self.store.delete_sandbox(record)
 
     async def pause(self, request: PauseRequest) -> SandboxReply:
-        record = await self.store.sandbox(request.sandbox_id)
-        if record is None:
-            return SandboxReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
-        if record.state == SANDBOX_PAUSED:
-            return SandboxReply(error=_failure(409, f"sandbox '{request.sandbox_id}' is already paused"))
-        message = NodePauseRequest(sandbox_id=record.sandbox_id, envd_access_token=record.envd_access_token)
-        subject = subjects.node_subject(record.node_id, subjects.NODE_PAUSE)
         try:
-            reply = await self.bus.request(subject, message, NodePauseReply, timeout_s=120)
-        except BusError as exc:
-            return SandboxReply(error=_failure(503, f"node {record.node_id}: {exc}"))
-        if reply.error is not None:
-            return SandboxReply(error=reply.error)
+            return SandboxReply(sandbox=await self._pause(request))
+        except Refused as exc:
+            return SandboxReply(error=exc.failure)
+
+    async def _pause(self, request: PauseRequest) -> SandboxRecord:
+        record = await self._existing(request.sandbox_id)
+        if record.state == SANDBOX_PAUSED:
+            raise Refused(409, f"sandbox '{request.sandbox_id}' is already paused")
+        message = NodePauseRequest(sandbox_id=record.sandbox_id, envd_access_token=record.envd_access_token)
+        await self._ask_node(record.node_id, subjects.NODE_PAUSE, message, NodePauseReply)
         paused = msgspec.structs.replace(record, state=SANDBOX_PAUSED, host="")
         await self.store.save_paused(paused)
         await self.bus.publish(
             subjects.SANDBOX_GONE, SandboxGone(sandbox_id=record.sandbox_id, reason="paused")
         )
-        return SandboxReply(sandbox=paused)
+        return paused
 
     async def resume(self, request: ResumeRequest) -> SandboxReply:
-        record = await self.store.sandbox(request.sandbox_id)
-        if record is None:
-            return SandboxReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
+        try:
+            return SandboxReply(sandbox=await self._resume(request))
+        except Refused as exc:
+            return SandboxReply(error=exc.failure)
+
+    async def _resume(self, request: ResumeRequest) -> SandboxRecord:
+        record = await self._existing(request.sandbox_id)
         if record.state != SANDBOX_PAUSED:
             if request.timeout_s == 0:  # an auto-resume that another request beat: fine
-                return SandboxReply(sandbox=record)
-            return SandboxReply(error=_failure(409, f"sandbox '{request.sandbox_id}' is not paused"))
+                return record
+            raise Refused(409, f"sandbox '{request.sandbox_id}' is not paused")
         message = NodeResumeRequest(
             sandbox_id=record.sandbox_id,
             template_id=record.template_id,
             env_vars=record.env_vars,
             envd_access_token=record.envd_access_token,
         )
-        subject = subjects.node_subject(record.node_id, subjects.NODE_RESUME)
-        try:
-            reply = await self.bus.request(subject, message, NodeCreateReply, timeout_s=120)
-        except BusError as exc:
-            return SandboxReply(error=_failure(503, f"node {record.node_id}: {exc}"))
-        if reply.error is not None:
-            return SandboxReply(error=reply.error)
-        now = time.time()
+        reply = await self._ask_node(record.node_id, subjects.NODE_RESUME, message, NodeCreateReply)
         lease_s = request.timeout_s or record.timeout_s  # 0: the sandbox's own (auto-resume)
         resumed = msgspec.structs.replace(
-            record, state=SANDBOX_RUNNING, host=reply.host, end_at=now + lease_s
+            record, state=SANDBOX_RUNNING, host=reply.host, end_at=time.time() + lease_s
         )
         await self.store.save_sandbox(resumed)
-        return SandboxReply(sandbox=resumed)
+        return resumed
 
     async def set_timeout(self, request: TimeoutRequest) -> SandboxReply:
-        record = await self.store.sandbox(request.sandbox_id)
-        if record is None:
-            return SandboxReply(error=_failure(404, f"sandbox '{request.sandbox_id}' not found"))
+        try:
+            record = await self._existing(request.sandbox_id)
+        except Refused as exc:
+            return SandboxReply(error=exc.failure)
         end_at = time.time() + request.timeout_s
         if request.extend_only:
             end_at = max(end_at, record.end_at)
-        updated = await self.store.set_end(record, end_at)
-        return SandboxReply(sandbox=msgspec.structs.replace(updated))
+        return SandboxReply(sandbox=await self.store.set_end(record, end_at))
