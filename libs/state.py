@@ -9,7 +9,14 @@ import msgspec
 import redis.asyncio as redis
 
 from libs.contracts import keys
-from libs.contracts.records import ApiKeyRecord, NodeRecord, SandboxRecord, TemplateRecord
+from libs.contracts.records import (
+    SNAPSHOT_DEFAULT_TAG,
+    ApiKeyRecord,
+    NodeRecord,
+    SandboxRecord,
+    SnapshotRecord,
+    TemplateRecord,
+)
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -114,6 +121,42 @@ class Store:
 
     async def node_sandbox_ids(self, node_id: str) -> list[str]:
         return [raw.decode() for raw in await self.redis.smembers(keys.node_sandboxes(node_id))]
+
+    # Snapshots
+
+    async def save_snapshot(self, record: SnapshotRecord, replaces: SnapshotRecord | None = None) -> None:
+        """Records a snapshot; a named one may take over the name from an older one."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            if replaces is not None:
+                tx.srem(keys.node_snapshots(replaces.node_id), replaces.image_id)
+            tx.set(keys.snapshot(record.snapshot_id), _encoder.encode(record))
+            tx.zadd(keys.SNAPSHOT_INDEX, {record.snapshot_id: record.created_at})
+            tx.sadd(keys.node_snapshots(record.node_id), record.image_id)
+            await tx.execute()
+
+    async def snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        return await self._get(keys.snapshot(snapshot_id), SnapshotRecord)
+
+    async def find_snapshot(self, name: str) -> SnapshotRecord | None:
+        """By its id, or by a name without a tag (the `default` tag)."""
+        record = await self.snapshot(name)
+        if record is None and ":" not in name:
+            record = await self.snapshot(f"{name}:{SNAPSHOT_DEFAULT_TAG}")
+        return record
+
+    async def snapshots_newest_first(self) -> list[SnapshotRecord]:
+        ids = [raw.decode() for raw in await self.redis.zrevrange(keys.SNAPSHOT_INDEX, 0, -1)]
+        return await self._get_many([keys.snapshot(i) for i in ids], SnapshotRecord)
+
+    async def delete_snapshot(self, record: SnapshotRecord) -> None:
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.delete(keys.snapshot(record.snapshot_id))
+            tx.zrem(keys.SNAPSHOT_INDEX, record.snapshot_id)
+            tx.srem(keys.node_snapshots(record.node_id), record.image_id)
+            await tx.execute()
+
+    async def node_snapshot_images(self, node_id: str) -> set[str]:
+        return {raw.decode() for raw in await self.redis.smembers(keys.node_snapshots(node_id))}
 
     # Nodes
 

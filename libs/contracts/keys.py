@@ -9,6 +9,7 @@ LEASES = f"{PREFIX}:leases"  # ZSET sandbox id -> end_at (unix seconds)
 NODES = f"{PREFIX}:nodes"  # SET node ids
 TEMPLATES = f"{PREFIX}:tpls"  # SET template ids
 API_KEYS = f"{PREFIX}:keys"  # SET key hashes
+SNAPSHOT_INDEX = f"{PREFIX}:snap:index"  # ZSET snapshot id -> created_at
 REAPER_LOCK = f"{PREFIX}:reaper:lock"  # STRING holder id, with expiry
 
 
@@ -23,6 +24,15 @@ def node(node_id: str) -> str:
 def node_sandboxes(node_id: str) -> str:
     """SET of the sandbox ids placed on a node."""
     return f"{PREFIX}:node:{node_id}:sbx"
+
+
+def node_snapshots(node_id: str) -> str:
+    """SET of the snapshot image ids a node holds."""
+    return f"{PREFIX}:node:{node_id}:snap"
+
+
+def snapshot(snapshot_id: str) -> str:
+    return f"{PREFIX}:snap:{snapshot_id}"
 
 
 def template(template_id: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .records import SandboxRecord
+from .records import SandboxRecord, SnapshotRecord
 
 
 class Failure(msgspec.Struct, kw_only=True):
@@ -55,6 +55,10 @@ class NodeCreateRequest(msgspec.Struct, kw_only=True):
     envd_access_token: str | None = None
     cpu_count: int
     memory_mb: int
+    # Restore this node's snapshot image instead of a template clone; its envd holds the
+    # token it was taken with.
+    snapshot_image_id: str = ""
+    snapshot_access_token: str | None = None
 
 
 class NodeCreateReply(msgspec.Struct, kw_only=True):
@@ -116,3 +120,46 @@ class NodeResumeRequest(msgspec.Struct, kw_only=True):
     template_id: str
     env_vars: dict[str, str] = {}
     envd_access_token: str | None = None
+
+
+class SnapshotRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    name: str | None = None
+
+
+class SnapshotReply(msgspec.Struct, kw_only=True):
+    snapshot: SnapshotRecord | None = None
+    error: Failure | None = None
+
+
+class DeleteSnapshotRequest(msgspec.Struct, kw_only=True):
+    snapshot_id: str
+
+
+class ForkRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    count: int
+    timeout_s: int
+    owner_limit: int
+
+
+class ForkReply(msgspec.Struct, kw_only=True):
+    forks: list[SandboxReply] = []  # one per requested fork: its sandbox or why it failed
+    error: Failure | None = None
+
+
+class NodeSnapshotRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    image_id: str
+    envd_access_token: str | None = None
+
+
+class NodeSnapshotReply(msgspec.Struct, kw_only=True):
+    size_bytes: int = 0
+    # The snapshot was taken but the sandbox could not be started again: it is paused.
+    source_paused: bool = False
+    error: Failure | None = None
+
+
+class NodeDeleteSnapshotRequest(msgspec.Struct, kw_only=True):
+    image_id: str

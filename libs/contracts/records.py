@@ -7,6 +7,8 @@ import msgspec
 SANDBOX_RUNNING = "running"
 SANDBOX_PAUSED = "paused"
 
+SNAPSHOT_DEFAULT_TAG = "default"  # the tag of a snapshot named without one
+
 NODE_READY = "ready"
 NODE_DOWN = "down"
 
@@ -35,6 +37,30 @@ class SandboxRecord(msgspec.Struct, kw_only=True):
     timeout_s: int = 300  # the lease a resume grants
     auto_pause: bool = False  # pause instead of kill when the lease ends
     auto_resume: bool = False  # traffic through the proxy resumes it
+    snapshot_id: str | None = None  # the persistent snapshot it was created from
+
+
+class SnapshotRecord(msgspec.Struct, kw_only=True):
+    """A persistent snapshot: a running sandbox's memory, processes and files, kept on the
+    node that took it, from which new sandboxes are created (`templateID` = its id)."""
+
+    snapshot_id: str  # `<name>:<tag>`; unnamed snapshots get a generated name
+    names: list[str]
+    image_id: str  # the node's directory for it
+    node_id: str
+    template_id: str  # the template the source sandbox ran
+    alias: str | None = None
+    source_sandbox_id: str
+    owner: str
+    envd_version: str
+    envd_access_token: str | None = None  # the token its envd holds (personalising needs it)
+    env_vars: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    size_bytes: int = 0
+    created_at: float
 
 
 class NodeRecord(msgspec.Struct, kw_only=True):

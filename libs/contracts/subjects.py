@@ -9,6 +9,9 @@ KILL = "corral.scheduler.kill"  # KillRequest -> KillReply
 SET_TIMEOUT = "corral.scheduler.timeout"  # TimeoutRequest -> SandboxReply
 PAUSE = "corral.scheduler.pause"  # PauseRequest -> SandboxReply
 RESUME = "corral.scheduler.resume"  # ResumeRequest -> SandboxReply
+SNAPSHOT = "corral.scheduler.snapshot"  # SnapshotRequest -> SnapshotReply
+DELETE_SNAPSHOT = "corral.scheduler.snapshot-delete"  # DeleteSnapshotRequest -> KillReply
+FORK = "corral.scheduler.fork"  # ForkRequest -> ForkReply
 
 # Published (no reply): a sandbox stopped being reachable; proxies drop their routes.
 SANDBOX_GONE = "corral.events.sandbox.gone"  # SandboxGone
@@ -25,3 +28,5 @@ NODE_LIST = "list"  # NodeListRequest -> NodeListReply
 NODE_LOGS = "logs"  # NodeLogsRequest -> NodeLogsReply
 NODE_PAUSE = "pause"  # NodePauseRequest -> NodePauseReply
 NODE_RESUME = "resume"  # NodeResumeRequest -> NodeCreateReply
+NODE_SNAPSHOT = "snapshot"  # NodeSnapshotRequest -> NodeSnapshotReply
+NODE_DELETE_SNAPSHOT = "snapshot-delete"  # NodeDeleteSnapshotRequest -> KillReply

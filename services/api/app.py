@@ -14,6 +14,7 @@ from libs.state import Store
 from .auth import Authenticator
 from .errors import ApiError, error_response
 from .routes.sandboxes import SandboxRoutes
+from .routes.snapshots import SnapshotRoutes
 from .routes.templates import TemplateRoutes
 
 
@@ -35,6 +36,7 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
     auth = Authenticator(store)
     sandboxes = SandboxRoutes(bus, store, auth, domain, place_timeout_s)
     templates = TemplateRoutes(store, auth)
+    snapshots = SnapshotRoutes(bus, store, auth, domain)
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/sandboxes", sandboxes.create_v1, methods=["POST"]),
@@ -50,6 +52,10 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
         Route("/sandboxes/{sandbox_id}/logs", sandboxes.logs, methods=["GET"]),
         Route("/sandboxes/{sandbox_id}/pause", sandboxes.pause, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/resume", sandboxes.resume, methods=["POST"]),
+        Route("/sandboxes/{sandbox_id}/snapshots", snapshots.create, methods=["POST"]),
+        Route("/sandboxes/{sandbox_id}/fork", snapshots.fork, methods=["POST"]),
+        Route("/snapshots", snapshots.list, methods=["GET"]),
+        Route("/templates/{template_id:path}", snapshots.delete, methods=["DELETE"]),
         Route("/templates", templates.list, methods=["GET"]),
         Route("/templates/aliases/{alias}", templates.by_alias, methods=["GET"]),
     ]

@@ -52,7 +52,7 @@ def rfc3339(ts: float) -> str:
 
 def sandbox_body(record: SandboxRecord, domain: str) -> dict[str, object]:
     body: dict[str, object] = {
-        "templateID": record.template_id,
+        "templateID": record.snapshot_id or record.template_id,
         "sandboxID": record.sandbox_id,
         "clientID": CLIENT_ID,
         "envdVersion": record.envd_version,
@@ -68,7 +68,7 @@ def sandbox_body(record: SandboxRecord, domain: str) -> dict[str, object]:
 
 def listed_body(record: SandboxRecord) -> dict[str, object]:
     body: dict[str, object] = {
-        "templateID": record.template_id,
+        "templateID": record.snapshot_id or record.template_id,
         "sandboxID": record.sandbox_id,
         "clientID": CLIENT_ID,
         "startedAt": rfc3339(record.started_at),

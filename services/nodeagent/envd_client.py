@@ -35,7 +35,10 @@ async def init(
     env_vars: dict[str, str],
     access_token: str | None,
     default_user: str,
+    current_token: str | None = None,
 ) -> None:
+    """`current_token`: what a sandbox restored from another's snapshot still holds; it
+    authorises the change, and no new token clears it."""
     body: dict[str, object] = {
         "envVars": env_vars,
         "defaultUser": default_user,
@@ -44,8 +47,11 @@ async def init(
     headers = {}
     if access_token:
         body["accessToken"] = access_token
-        # A resumed envd already holds this token and only takes /init with it.
-        headers["X-Access-Token"] = access_token
+    elif current_token:
+        body["accessToken"] = ""
+    # A restored envd already holds a token and only takes /init with it.
+    if current_token or access_token:
+        headers["X-Access-Token"] = current_token or access_token
     response = await client.post(f"http://{address}:{ENVD_PORT}/init", json=body, headers=headers, timeout=10)
     if response.status_code != 204:
         raise EnvdNotReady(f"envd /init answered {response.status_code}: {response.text}")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import TypeVar
 from urllib.parse import unquote
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.bus import Bus, BusError
+from libs.bus import Bus
 from libs.contracts import subjects
 from libs.contracts.messages import (
     KillReply,
@@ -38,38 +36,12 @@ from ..models import (
     listed_body,
     sandbox_body,
 )
-
-R = TypeVar("R", bound=msgspec.Struct)
+from .common import ask, check_timeout, owned_sandbox, read_json
 
 V1_DEFAULT_TIMEOUT_S = 15
 V2_DEFAULT_TIMEOUT_S = 300
-MAX_TIMEOUT_S = 24 * 3600
 LIST_LIMIT_MAX = 100
 STATES = {SANDBOX_RUNNING, SANDBOX_PAUSED}
-
-
-async def read_json(
-    request: Request, body_type: type[msgspec.Struct], *, optional: bool = False
-) -> msgspec.Struct:
-    raw = await request.body()
-    if not raw.strip():
-        if optional:
-            raw = b"{}"
-        else:
-            raise ApiError(400, "request body is required")
-    try:
-        return msgspec.json.decode(raw, type=body_type)
-    except msgspec.ValidationError as exc:
-        raise ApiError(400, f"invalid request body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-
-
-def _check_timeout(value: int | None, default: int) -> int:
-    timeout = default if value is None else value
-    if timeout < 0 or timeout > MAX_TIMEOUT_S:
-        raise ApiError(400, f"timeout must be between 0 and {MAX_TIMEOUT_S} seconds")
-    return timeout
 
 
 def parse_metadata_filter(raw: str) -> dict[str, str]:
@@ -107,23 +79,6 @@ class SandboxRoutes:
         self._domain = domain
         self._place_timeout_s = place_timeout_s
 
-    async def _owned(self, request: Request, key: ApiKeyRecord) -> SandboxRecord:
-        sandbox_id = request.path_params["sandbox_id"]
-        record = await self._store.sandbox(sandbox_id)
-        if record is None or record.owner != key.key_hash:
-            raise ApiError(404, f"sandbox '{sandbox_id}' not found")
-        return record
-
-    async def _ask(self, subject: str, message: msgspec.Struct, reply_type: type[R], timeout_s: float) -> R:
-        try:
-            reply = await self._bus.request(subject, message, reply_type, timeout_s=timeout_s)
-        except BusError as exc:
-            raise ApiError(503, f"the scheduler is not answering: {exc}", {"Should-Retry": "false"}) from None
-        error = getattr(reply, "error", None)
-        if error is not None:
-            raise ApiError(error.status, error.message)
-        return reply
-
     async def create_v1(self, request: Request) -> Response:
         return await self._create(request, V1_DEFAULT_TIMEOUT_S, v2=False)
 
@@ -145,7 +100,7 @@ class SandboxRoutes:
             template_id=body.template_id,
             owner=key.key_hash,
             owner_limit=key.max_sandboxes,
-            timeout_s=_check_timeout(body.timeout, default_timeout),
+            timeout_s=check_timeout(body.timeout, default_timeout),
             metadata=body.metadata or {},
             env_vars=body.env_vars or {},
             # v2 always secures envd; v1 only when asked (`secure: true`).
@@ -154,13 +109,13 @@ class SandboxRoutes:
             auto_pause=bool(body.auto_pause),
             auto_resume=auto_resume,
         )
-        reply: SandboxReply = await self._ask(subjects.PLACE, place, SandboxReply, self._place_timeout_s)
+        reply: SandboxReply = await ask(self._bus, subjects.PLACE, place, SandboxReply, self._place_timeout_s)
         assert reply.sandbox is not None
         return JSONResponse(sandbox_body(reply.sandbox, self._domain), status_code=201)
 
     async def get(self, request: Request) -> Response:
         key = await self._auth(request)
-        return JSONResponse(detail_body(await self._owned(request, key), self._domain))
+        return JSONResponse(detail_body(await owned_sandbox(self._store, request, key), self._domain))
 
     async def list_v1(self, request: Request) -> Response:
         key = await self._auth(request)
@@ -198,24 +153,25 @@ class SandboxRoutes:
             if r.owner == key.key_hash
             and r.state in states
             and all(r.metadata.get(k) == v for k, v in metadata.items())
-            and (template is None or template in (r.template_id, r.alias))
+            and (template is None or template in (r.template_id, r.alias, r.snapshot_id))
         ]
         selected.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=True)
         return selected
 
     async def kill(self, request: Request) -> Response:
         key = await self._auth(request)
-        record = await self._owned(request, key)
-        await self._ask(subjects.KILL, KillRequest(sandbox_id=record.sandbox_id), KillReply, 90)
+        record = await owned_sandbox(self._store, request, key)
+        await ask(self._bus, subjects.KILL, KillRequest(sandbox_id=record.sandbox_id), KillReply, 90)
         return Response(status_code=204)
 
     async def set_timeout(self, request: Request) -> Response:
         key = await self._auth(request)
-        record = await self._owned(request, key)
+        record = await owned_sandbox(self._store, request, key)
         body = await read_json(request, TimeoutBody)
         assert isinstance(body, TimeoutBody)
-        timeout = _check_timeout(body.timeout, 0)
-        await self._ask(
+        timeout = check_timeout(body.timeout, 0)
+        await ask(
+            self._bus,
             subjects.SET_TIMEOUT,
             TimeoutRequest(sandbox_id=record.sandbox_id, timeout_s=timeout),
             SandboxReply,
@@ -225,57 +181,57 @@ class SandboxRoutes:
 
     async def refresh(self, request: Request) -> Response:
         key = await self._auth(request)
-        record = await self._owned(request, key)
+        record = await owned_sandbox(self._store, request, key)
         body = await read_json(request, RefreshBody, optional=True)
         assert isinstance(body, RefreshBody)
         duration = body.duration if body.duration is not None else 60
         if not 0 <= duration <= 3600:
             raise ApiError(400, "duration must be between 0 and 3600 seconds")
         message = TimeoutRequest(sandbox_id=record.sandbox_id, timeout_s=duration, extend_only=True)
-        await self._ask(subjects.SET_TIMEOUT, message, SandboxReply, 10)
+        await ask(self._bus, subjects.SET_TIMEOUT, message, SandboxReply, 10)
         return Response(status_code=204)
 
     async def connect(self, request: Request) -> Response:
         key = await self._auth(request)
-        record = await self._owned(request, key)
+        record = await owned_sandbox(self._store, request, key)
         body = await read_json(request, ConnectBody, optional=True)
         assert isinstance(body, ConnectBody)
-        timeout = _check_timeout(body.timeout, V2_DEFAULT_TIMEOUT_S)
+        timeout = check_timeout(body.timeout, V2_DEFAULT_TIMEOUT_S)
         if record.state == SANDBOX_PAUSED:
             return await self._resume(record, timeout)
         message = TimeoutRequest(sandbox_id=record.sandbox_id, timeout_s=timeout, extend_only=True)
-        reply: SandboxReply = await self._ask(subjects.SET_TIMEOUT, message, SandboxReply, 10)
+        reply: SandboxReply = await ask(self._bus, subjects.SET_TIMEOUT, message, SandboxReply, 10)
         assert reply.sandbox is not None
         return JSONResponse(sandbox_body(reply.sandbox, self._domain), status_code=200)
 
     async def _resume(self, record: SandboxRecord, lease_s: int) -> Response:
         message = ResumeRequest(sandbox_id=record.sandbox_id, timeout_s=lease_s)
-        reply = await self._ask(subjects.RESUME, message, SandboxReply, 150)
+        reply = await ask(self._bus, subjects.RESUME, message, SandboxReply, 150)
         assert reply.sandbox is not None
         return JSONResponse(sandbox_body(reply.sandbox, self._domain), status_code=201)
 
     async def resume(self, request: Request) -> Response:
         """The 2.0-era resume: 201 when resumed, 409 when it was running."""
         key = await self._auth(request)
-        record = await self._owned(request, key)
+        record = await owned_sandbox(self._store, request, key)
         body = await read_json(request, ConnectBody, optional=True)
         assert isinstance(body, ConnectBody)
         if record.state != SANDBOX_PAUSED:
             raise ApiError(409, f"sandbox '{record.sandbox_id}' is already running")
-        return await self._resume(record, _check_timeout(body.timeout, V1_DEFAULT_TIMEOUT_S))
+        return await self._resume(record, check_timeout(body.timeout, V1_DEFAULT_TIMEOUT_S))
 
     async def pause(self, request: Request) -> Response:
         key = await self._auth(request)
-        record = await self._owned(request, key)
-        await self._ask(subjects.PAUSE, PauseRequest(sandbox_id=record.sandbox_id), SandboxReply, 150)
+        record = await owned_sandbox(self._store, request, key)
+        await ask(self._bus, subjects.PAUSE, PauseRequest(sandbox_id=record.sandbox_id), SandboxReply, 150)
         return Response(status_code=204)
 
     async def logs(self, request: Request) -> Response:
         key = await self._auth(request)
-        record = await self._owned(request, key)
+        record = await owned_sandbox(self._store, request, key)
         subject = subjects.node_subject(record.node_id, subjects.NODE_LOGS)
-        reply: NodeLogsReply = await self._ask(
-            subject, NodeLogsRequest(sandbox_id=record.sandbox_id), NodeLogsReply, 10
+        reply: NodeLogsReply = await ask(
+            self._bus, subject, NodeLogsRequest(sandbox_id=record.sandbox_id), NodeLogsReply, 10
         )
         now_ms = int(time.time() * 1000)
         entries = [{"timestamp": now_ms, "line": line} for line in reply.lines]

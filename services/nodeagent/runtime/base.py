@@ -11,6 +11,7 @@ from typing import Protocol
 class SandboxSpec:
     sandbox_id: str
     template_id: str
+    build_id: str
     rootfs: Path
     init: list[str]
     cpu_count: int
@@ -23,12 +24,19 @@ class RunningSandbox:
     sandbox_id: str
     address: str  # where the node reaches the sandbox's ports
     slot: int
+    template_id: str
+    build_id: str  # the template build its root filesystem is
 
 
 @dataclass(frozen=True, slots=True)
 class SandboxStats:
     memory_bytes: int
     cpu_seconds: float
+
+
+class RestartFailed(RuntimeError):
+    """A snapshot was saved but its sandbox did not start again: it is stopped, and its
+    image is good."""
 
 
 class Runtime(Protocol):
@@ -40,6 +48,11 @@ class Runtime(Protocol):
 
     async def checkpoint(self, sandbox_id: str, image_dir: Path) -> None:
         """Saves memory, processes and files into `image_dir`; the sandbox stops."""
+        ...
+
+    async def snapshot(self, sandbox_id: str, image_dir: Path) -> None:
+        """Saves as `checkpoint` does, and the sandbox goes on running (after the briefest
+        stop); `RestartFailed` when it was saved but could not go on."""
         ...
 
     async def restore(self, spec: SandboxSpec, image_dir: Path) -> RunningSandbox:

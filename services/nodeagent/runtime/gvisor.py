@@ -19,7 +19,7 @@ import msgspec
 
 from .. import network
 from ..commands import CommandFailed, run
-from .base import RunningSandbox, SandboxSpec, SandboxStats
+from .base import RestartFailed, RunningSandbox, SandboxSpec, SandboxStats
 from .oci import sandbox_spec
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,10 @@ class SandboxState(msgspec.Struct):
     template_id: str
     slot: int
     address: str
+    build_id: str = ""
+
+    def running(self) -> RunningSandbox:
+        return RunningSandbox(self.sandbox_id, self.address, self.slot, self.template_id, self.build_id)
 
 
 class GVisorRuntime:
@@ -68,13 +72,13 @@ class GVisorRuntime:
         except BaseException:
             await self._remove(spec.sandbox_id, net)
             raise
-        return RunningSandbox(spec.sandbox_id, net.address, spec.slot)
+        return _running(spec, net)
 
     def _write_bundle(self, bundle: Path, spec: SandboxSpec, net: network.SandboxNetwork) -> None:
         bundle.mkdir(parents=True, exist_ok=False)
         self._runsc_root.mkdir(parents=True, exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(sandbox_spec(spec, net.netns_path)))
-        state = SandboxState(spec.sandbox_id, spec.template_id, spec.slot, net.address)
+        state = SandboxState(spec.sandbox_id, spec.template_id, spec.slot, net.address, spec.build_id)
         (bundle / "sandbox.json").write_bytes(msgspec.json.encode(state))
 
     async def _start(self, bundle: Path, sandbox_id: str, *runsc_args: str) -> None:
@@ -109,6 +113,22 @@ class GVisorRuntime:
         await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
         await run(*self._runsc("checkpoint", f"--image-path={image_dir}", sandbox_id))
 
+    async def snapshot(self, sandbox_id: str, image_dir: Path) -> None:
+        """Saves the sandbox into `image_dir` and starts it again from that image in place:
+        same id, address, processes and files. (`runsc checkpoint --leave-running` cannot
+        be used: its restart misses the network setup `_start` does.)"""
+        await self.checkpoint(sandbox_id, image_dir)
+        state = await asyncio.to_thread(_read_state, self._dir(sandbox_id))
+        if state is None:
+            raise CommandFailed(f"sandbox {sandbox_id} has no state left to restart from")
+        try:
+            await run(*self._runsc("delete", "--force", sandbox_id))
+            await network.address_sandbox(network.SandboxNetwork(state.slot, sandbox_id))
+            await self._start(self._dir(sandbox_id), sandbox_id, "restore", f"--image-path={image_dir}")
+            await self.wake_envd(sandbox_id)
+        except BaseException as exc:
+            raise RestartFailed(f"sandbox {sandbox_id} was saved but did not start again: {exc}") from exc
+
     async def restore(self, spec: SandboxSpec, image_dir: Path) -> RunningSandbox:
         """A new sandbox from a checkpoint, in its own network namespace, listening again."""
         net = network.SandboxNetwork(spec.slot, spec.sandbox_id)
@@ -121,7 +141,7 @@ class GVisorRuntime:
         except BaseException:
             await self._remove(spec.sandbox_id, net)
             raise
-        return RunningSandbox(spec.sandbox_id, net.address, spec.slot)
+        return _running(spec, net)
 
     async def wake_envd(self, sandbox_id: str) -> None:
         """tini passes SIGUSR1 on to envd, which listens again (services/envd/listener.py)."""
@@ -165,7 +185,7 @@ class GVisorRuntime:
         for bundle in entries:
             state = await asyncio.to_thread(_read_state, bundle)
             if state is not None and state.sandbox_id in running:
-                sandboxes.append(RunningSandbox(state.sandbox_id, state.address, state.slot))
+                sandboxes.append(state.running())
         return sandboxes
 
     async def leftovers(self) -> list[str]:
@@ -197,6 +217,10 @@ class GVisorRuntime:
             return await asyncio.to_thread(tail)
         except FileNotFoundError:
             return []
+
+
+def _running(spec: SandboxSpec, net: network.SandboxNetwork) -> RunningSandbox:
+    return RunningSandbox(spec.sandbox_id, net.address, spec.slot, spec.template_id, spec.build_id)
 
 
 def _read_state(bundle: Path) -> SandboxState | None:

@@ -36,15 +36,16 @@ class TemplateStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def rootfs(self, template_id: str) -> Path:
-        return self.root / template_id / "rootfs"
-
-    def sandbox_spec(self, manifest: TemplateManifest, sandbox_id: str, slot: int) -> SandboxSpec:
-        """What the runtime needs to start (or restore) a sandbox of this template."""
+    def sandbox_spec(
+        self, manifest: TemplateManifest, sandbox_id: str, slot: int, build_dir: Path | None = None
+    ) -> SandboxSpec:
+        """What the runtime needs to start (or restore) a sandbox of this template; an
+        older build's sandboxes (restored from their images) name that build's directory."""
         return SandboxSpec(
             sandbox_id=sandbox_id,
             template_id=manifest.template_id,
-            rootfs=self.rootfs(manifest.template_id),
+            build_id=manifest.build_id,
+            rootfs=(build_dir or self.root / manifest.template_id) / "rootfs",
             init=manifest.init,
             cpu_count=manifest.cpu_count,
             memory_mb=manifest.memory_mb,
@@ -52,11 +53,26 @@ class TemplateStore:
         )
 
     def get(self, template_id: str) -> TemplateManifest | None:
-        path = self.root / template_id / "template.json"
+        return self._read(self.root / template_id)
+
+    @staticmethod
+    def _read(build_dir: Path) -> TemplateManifest | None:
+        path = build_dir / "template.json"
         try:
             return msgspec.convert(json.loads(path.read_text()), TemplateManifest)
         except (OSError, ValueError, msgspec.ValidationError):
             return None
+
+    def find_build(self, template_id: str, build_id: str) -> tuple[TemplateManifest, Path] | None:
+        """The manifest and directory of one build: the current one or one moved aside."""
+        current = self.get(template_id)
+        if current is not None and current.build_id == build_id:
+            return current, self.root / template_id
+        for entry in self.root.glob(f"{OLD_PREFIX}{template_id}-*"):
+            manifest = self._read(entry)
+            if manifest is not None and manifest.build_id == build_id:
+                return manifest, entry
+        return None
 
     def list(self) -> list[TemplateManifest]:
         if not self.root.is_dir():
@@ -72,13 +88,17 @@ class TemplateStore:
             os.rename(target, self.root / f"{OLD_PREFIX}{template_id}-{time.time_ns()}")
         os.rename(built, target)
 
-    def collect_old_builds(self, older_than_s: float) -> None:
-        """Deletes replaced builds once no sandbox can still be running on them."""
+    def collect_old_builds(self, older_than_s: float, in_use: set[str]) -> None:
+        """Deletes replaced builds once no sandbox can still be running on them and no
+        image (a paused sandbox, a snapshot) needs them (`in_use`: their build ids)."""
         if not self.root.is_dir():
             return
         cutoff = time.time() - older_than_s
         for entry in self.root.iterdir():
-            if entry.name.startswith(OLD_PREFIX) and entry.stat().st_mtime < cutoff:
+            if not entry.name.startswith(OLD_PREFIX) or entry.stat().st_mtime >= cutoff:
+                continue
+            manifest = self._read(entry)
+            if manifest is None or manifest.build_id not in in_use:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
