@@ -236,14 +236,18 @@ class LocalStack:
         path.chmod(0o600)
         return key
 
-    async def create_api_key(self, name: str = "dev", max_sandboxes: int = 100) -> str:
+    async def create_api_key(
+        self, name: str = "dev", max_sandboxes: int = 100, *, default: bool = True
+    ) -> str:
+        """A new key; `default`: the one `client_env` hands out from now on."""
         store = Store.connect(self.config.redis_url)
         try:
             key, record = new_api_key(name, max_sandboxes)
             await store.save_api_key(record)
         finally:
             await store.close()
-        self.api_key = key
+        if default:
+            self.api_key = key
         return key
 
     def stop(self, kill_sandboxes: Callable[[], None] | None = None) -> None:
