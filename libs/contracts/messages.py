@@ -96,6 +96,10 @@ class SandboxGone(msgspec.Struct, kw_only=True):
     reason: str
 
 
+class SandboxPaused(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+
+
 class PauseRequest(msgspec.Struct, kw_only=True):
     sandbox_id: str
 

@@ -15,6 +15,8 @@ FORK = "corral.scheduler.fork"  # ForkRequest -> ForkReply
 
 # Published (no reply): a sandbox stopped being reachable; proxies drop their routes.
 SANDBOX_GONE = "corral.events.sandbox.gone"  # SandboxGone
+# Published: a node found a sandbox it runs stopped in a save and kept it as paused.
+SANDBOX_PAUSED = "corral.events.sandbox.paused"  # SandboxPaused
 
 
 def node_subject(node_id: str, verb: str) -> str:

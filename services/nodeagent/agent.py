@@ -32,6 +32,7 @@ from libs.contracts.messages import (
     NodeSnapshotReply,
     NodeSnapshotRequest,
     SandboxGone,
+    SandboxPaused,
 )
 from libs.contracts.records import NodeRecord, TemplateRecord
 from libs.state import Store
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 # A sandbox younger than this may still be on its way into Redis: never reaped as orphan.
 ORPHAN_GRACE_S = 180.0
 RECONCILE_EVERY_S = 15.0
+# How long a restarted agent waits for checkpoints and restores its predecessor left running.
+LIFECYCLE_SETTLE_S = 120.0
 # A replaced template build stays while a sandbox started from it may still run.
 OLD_BUILD_KEEP_S = 25 * 3600.0
 
@@ -117,20 +120,54 @@ class NodeAgent:
     async def adopt(self) -> None:
         """After a restart: keep the sandboxes that still run and still have a record; kill
         the rest (no create can be in flight: its caller was the previous process) and
-        clean away what crashed sandboxes left."""
+        clean away what crashed sandboxes left. Pauses and snapshots the previous process
+        left half-done are finished or undone, so no sandbox's data is lost:
+        - a checkpoint that completed stops the sandbox: it becomes a paused sandbox;
+        - a checkpoint that never happened: the sandbox runs on (envd listens again);
+        - a resume cut short: the paused image is still whole; the half-restored one goes.
+        """
+        await self.runtime.settle(LIFECYCLE_SETTLE_S)
         recorded = set(await self.store.node_sandbox_ids(self.settings.node_id))
         for sandbox in await self.runtime.list():
-            if sandbox.sandbox_id not in recorded:
-                log.info("killing sandbox %s: nothing records it any more", sandbox.sandbox_id)
-                await self.runtime.kill(sandbox.sandbox_id)
+            sandbox_id = sandbox.sandbox_id
+            half_resumed = await asyncio.to_thread(self.images.paused(sandbox_id).exists)
+            if sandbox_id not in recorded or half_resumed:
+                log.info(
+                    "killing sandbox %s: %s",
+                    sandbox_id,
+                    "a resume cut short" if half_resumed else "no record",
+                )
+                await self.runtime.kill(sandbox_id)
                 continue
+            for work in await asyncio.to_thread(self.images.interrupted, sandbox_id):
+                await asyncio.to_thread(shutil.rmtree, work, True)
+            await self.runtime.wake_envd(sandbox_id)  # it may have let go of its sockets for a save
             self.slots.mark_used(sandbox.slot)
             self._track(sandbox)
-            log.info("re-adopted sandbox %s", sandbox.sandbox_id)
+            log.info("re-adopted sandbox %s", sandbox_id)
         for sandbox_id in await self.runtime.leftovers():
+            if sandbox_id in recorded:
+                await self._finish_interrupted_save(sandbox_id)
             log.info("cleaning leftovers of sandbox %s", sandbox_id)
             await self.runtime.kill(sandbox_id)
         await self.reconcile()
+
+    async def _finish_interrupted_save(self, sandbox_id: str) -> None:
+        """A recorded sandbox that stopped during a pause or snapshot: its newest complete
+        checkpoint becomes its paused image, and the scheduler hears it is paused."""
+        paused = self.images.paused(sandbox_id)
+        works = await asyncio.to_thread(self.images.interrupted, sandbox_id)
+        for work in works:
+            if not await asyncio.to_thread(paused.exists) and await asyncio.to_thread(
+                self.images.holds_checkpoint, work
+            ):
+                await asyncio.to_thread(paused.parent.mkdir, parents=True, exist_ok=True)
+                await asyncio.to_thread(work.rename, paused)
+                log.info("sandbox %s stopped in a save: kept its checkpoint as its paused image", sandbox_id)
+            else:
+                await asyncio.to_thread(shutil.rmtree, work, True)
+        if await asyncio.to_thread(paused.exists):
+            await self.bus.publish(subjects.SANDBOX_PAUSED, SandboxPaused(sandbox_id=sandbox_id))
 
     async def reconcile(self) -> None:
         """Records of this node whose sandbox is gone are reported gone; sandboxes this agent
@@ -331,28 +368,25 @@ class NodeAgent:
 
     async def _save(self, sandbox: RunningSandbox, image: Path, *, keep_running: bool) -> None:
         """Checkpoints a sandbox whose envd let go of its sockets into `image` (written
-        aside, then renamed into place, with the build it needs)."""
-        work = self.images.work_dir(image)
+        aside with the build it needs, then renamed into place)."""
+        build_id = sandbox.build_id
+        if not build_id:  # adopted from an agent that did not record builds
+            manifest = await asyncio.to_thread(self.templates.get, sandbox.template_id)
+            build_id = manifest.build_id if manifest else ""
+        work = await asyncio.to_thread(
+            self.images.begin, image, sandbox.sandbox_id, sandbox.template_id, build_id
+        )
         try:
             if keep_running:
                 await self.runtime.snapshot(sandbox.sandbox_id, work)
             else:
                 await self.runtime.checkpoint(sandbox.sandbox_id, work)
         except RestartFailed:
-            await self._install_image(sandbox, work, image)
+            await asyncio.to_thread(work.rename, image)
             raise
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, work, True)
             raise
-        await self._install_image(sandbox, work, image)
-
-    async def _install_image(self, sandbox: RunningSandbox, work: Path, image: Path) -> None:
-        build_id = sandbox.build_id
-        if not build_id:  # adopted from an agent that did not record builds
-            manifest = await asyncio.to_thread(self.templates.get, sandbox.template_id)
-            build_id = manifest.build_id if manifest else ""
-        await asyncio.to_thread(self.images.write_meta, work, sandbox.template_id, build_id)
-        await asyncio.to_thread(image.parent.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(work.rename, image)
 
     async def _prepare(self, sandbox: RunningSandbox, access_token: str | None) -> None:

@@ -35,15 +35,30 @@ class ImageStore:
         return self._snapshots / image_id
 
     @staticmethod
-    def work_dir(image: Path) -> Path:
-        """Where an image is written before it is renamed into place (so a crash mid-write
-        never leaves a half image under the real name)."""
-        return image.with_name(f"{WORK_PREFIX}{image.name}-{time.time_ns()}")
+    def begin(image: Path, sandbox_id: str, template_id: str, build_id: str) -> Path:
+        """The directory an image of `sandbox_id` is written in before it is renamed into
+        place, made and described: a crash mid-write leaves no half image under the real
+        name, and the next agent can tell whose save it was (`interrupted`)."""
+        work = image.with_name(f"{WORK_PREFIX}{image.name}-{sandbox_id}-{time.time_ns()}")
+        work.mkdir(parents=True)
+        meta = ImageMeta(template_id=template_id, build_id=build_id, taken_at=time.time())
+        (work / META_FILE).write_bytes(msgspec.json.encode(meta))
+        return work
+
+    def interrupted(self, sandbox_id: str) -> list[Path]:
+        """Unfinished images of a sandbox (pauses or snapshots cut short by a crash), newest first."""
+        found = [
+            entry
+            for root in (self._paused, self._snapshots)
+            if root.is_dir()
+            for entry in root.iterdir()
+            if entry.name.startswith(WORK_PREFIX) and entry.name.split("-")[1:2] == [sandbox_id]
+        ]
+        return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True)
 
     @staticmethod
-    def write_meta(image: Path, template_id: str, build_id: str) -> None:
-        meta = ImageMeta(template_id=template_id, build_id=build_id, taken_at=time.time())
-        (image / META_FILE).write_bytes(msgspec.json.encode(meta))
+    def holds_checkpoint(image: Path) -> bool:
+        return any(p.name != META_FILE and p.is_file() and p.stat().st_size > 0 for p in image.iterdir())
 
     @staticmethod
     def meta(image: Path) -> ImageMeta | None:

@@ -33,6 +33,7 @@ from libs.contracts.messages import (
     PlaceRequest,
     ResumeRequest,
     SandboxGone,
+    SandboxPaused,
     SandboxReply,
     SnapshotReply,
     SnapshotRequest,
@@ -134,6 +135,7 @@ class Scheduler:
         )
         await self.bus.serve(subjects.FORK, ForkRequest, self.fork, queue=queue)
         await self.bus.listen(subjects.SANDBOX_GONE, SandboxGone, self.forget, queue=queue)
+        await self.bus.listen(subjects.SANDBOX_PAUSED, SandboxPaused, self.found_paused, queue=queue)
 
     async def place(self, request: PlaceRequest) -> SandboxReply:
         try:
@@ -294,6 +296,12 @@ class Scheduler:
         record = await self.store.sandbox(event.sandbox_id)
         if record is not None and record.state == SANDBOX_RUNNING:
             await self.store.delete_sandbox(record)
+
+    async def found_paused(self, event: SandboxPaused) -> None:
+        """A node kept a sandbox that stopped in a save (its agent crashed) as paused."""
+        record = await self.store.sandbox(event.sandbox_id)
+        if record is not None and record.state == SANDBOX_RUNNING:
+            await self._mark_paused(record)
 
     async def pause(self, request: PauseRequest) -> SandboxReply:
         try:

@@ -59,6 +59,11 @@ class Runtime(Protocol):
         """Starts a new sandbox from a checkpoint (as `create`, nothing left on failure)."""
         ...
 
+    async def settle(self, timeout_s: float) -> None:
+        """Waits for checkpoints and restores that a previous node agent started and left
+        running (it was killed): what they leave is what a restarted agent reconciles."""
+        ...
+
     async def wake_envd(self, sandbox_id: str) -> None:
         """Makes envd listen again after it let go of its sockets for a snapshot."""
         ...

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import shutil
+import time
 from collections import deque
 from pathlib import Path
 
@@ -142,6 +143,27 @@ class GVisorRuntime:
             await self._remove(spec.sandbox_id, net)
             raise
         return _running(spec, net)
+
+    async def settle(self, timeout_s: float) -> None:
+        """Waits while `runsc checkpoint` or `restore` runs on this runtime's sandboxes: a
+        node agent killed mid-pause leaves them running on their own."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not await asyncio.to_thread(self._lifecycle_commands_running):
+                return
+            await asyncio.sleep(0.2)
+
+    def _lifecycle_commands_running(self) -> bool:
+        root_flag = f"--root={self._runsc_root}"
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            args = {arg.decode(errors="replace") for arg in argv}
+            if root_flag in args and args & {"checkpoint", "restore"}:
+                return True
+        return False
 
     async def wake_envd(self, sandbox_id: str) -> None:
         """tini passes SIGUSR1 on to envd, which listens again (services/envd/listener.py)."""
