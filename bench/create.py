@@ -1,5 +1,6 @@
 """Create latency through the whole stack, measured the way Cube Sandbox's cube-bench does:
-`POST /sandboxes` until 201, at several concurrencies, plus time to first command.
+`POST /sandboxes` until 201: paced (one a second, the pool keeping up), at several
+concurrencies, the warm pool's refill after a burst of 50, and time to first command.
 
     .venv/bin/python bench/create.py [--quick]
 
@@ -27,6 +28,7 @@ from e2b import AsyncSandbox
 
 from libs.cli.up import ensure_template, kill_all_sandboxes
 from libs.stack import LocalStack, StackConfig
+from libs.state import Store
 from services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR
 
@@ -71,6 +73,45 @@ async def bench_concurrency(api: httpx.AsyncClient, concurrency: int, total: int
     return summary(samples, wall)
 
 
+async def bench_paced(api: httpx.AsyncClient, total: int, interval_s: float) -> dict[str, float]:
+    """One create at a time with a pause between them: what a create costs while the pool
+    keeps up (every create claims a warm clone)."""
+    samples: list[float] = []
+    start_all = time.perf_counter()
+    for _ in range(total):
+        start = time.perf_counter()
+        response = await api.post("/sandboxes", json={"templateID": "base", "timeout": 300})
+        if response.status_code != 201:
+            raise RuntimeError(f"create failed: {response.status_code} {response.text}")
+        samples.append((time.perf_counter() - start) * 1000)
+        await api.delete(f"/sandboxes/{response.json()['sandboxID']}")
+        await asyncio.sleep(interval_s)
+    return summary(samples, time.perf_counter() - start_all)
+
+
+async def warm_depth(store: Store, node_id: str) -> int:
+    node = await store.node(node_id)
+    return node.warm.get("base", 0) if node else 0
+
+
+async def bench_refill(api: httpx.AsyncClient, stack: LocalStack, burst: int) -> dict[str, object]:
+    """A burst of `burst` concurrent creates, then the warm pool's depth every second for
+    20 s (from the node's heart-beats). The pool's target follows the creates of the last
+    10 s, so after a burst it refills towards pool_max, then settles at pool_min."""
+    store = Store.connect(stack.config.redis_url)
+    try:
+        await asyncio.sleep(10)  # a quiet pool: back at its idle target
+        before = await warm_depth(store, stack.config.node_id)
+        burst_result = await bench_concurrency(api, burst, burst)
+        depths = []
+        for _ in range(20):
+            depths.append(await warm_depth(store, stack.config.node_id))
+            await asyncio.sleep(1)
+        return {"burst": burst_result, "depth_before": before, "depth_each_second_after": depths}
+    finally:
+        await store.close()
+
+
 async def bench_first_command(conn: dict[str, str], runs: int) -> dict[str, float]:
     samples = []
     for _ in range(runs):
@@ -86,7 +127,9 @@ async def bench_first_command(conn: dict[str, str], runs: int) -> dict[str, floa
     }
 
 
-async def run(stack: LocalStack, plan: list[tuple[int, int]], ttfc_runs: int) -> dict[str, object]:
+async def run(
+    stack: LocalStack, plan: list[tuple[int, int]], paced: int, ttfc_runs: int
+) -> dict[str, object]:
     key = await stack.create_api_key("bench", max_sandboxes=500)
     env = stack.client_env()
     conn = {
@@ -102,9 +145,14 @@ async def run(stack: LocalStack, plan: list[tuple[int, int]], ttfc_runs: int) ->
         timeout=600,
         limits=httpx.Limits(max_connections=200),
     ) as api:
+        await asyncio.sleep(5)  # the first template snapshot and warm clones
+        results["paced"] = await bench_paced(api, paced, interval_s=1.0)
+        print(f"paced {results['paced']}", flush=True)
         for concurrency, total in plan:
             results[f"c{concurrency}"] = await bench_concurrency(api, concurrency, total)
             print(f"c={concurrency:<3} {results[f'c{concurrency}']}", flush=True)
+        results["refill_after_burst"] = await bench_refill(api, stack, burst=50)
+        print(f"refill {results['refill_after_burst']}", flush=True)
     results["time_to_first_command"] = await bench_first_command(conn, ttfc_runs)
     return results
 
@@ -132,7 +180,7 @@ def main() -> None:
     try:
         stack.start_infrastructure()
         stack.start_services()
-        results = asyncio.run(run(stack, plan, ttfc_runs=10))
+        results = asyncio.run(run(stack, plan, paced=20 if args.quick else 50, ttfc_runs=10))
     finally:
         stack.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -141,10 +189,16 @@ def main() -> None:
     print(f"{'conc':>5} {'n':>5} {'avg':>9} {'p50':>9} {'p95':>9} {'p99':>9} {'creates/s':>10}")
     columns = ("avg_ms", "p50_ms", "p95_ms", "p99_ms")
     for name, row in results.items():
-        if name.startswith("c"):
+        if name.startswith("c") or name == "paced":
             r: dict = row  # type: ignore[assignment]
             times = "".join(f" {r[c]:>9}" for c in columns)
-            print(f"{name[1:]:>5} {r['n']:>5}{times} {r['creates_per_s']:>10}")
+            label = "paced" if name == "paced" else name[1:]
+            print(f"{label:>5} {r['n']:>5}{times} {r['creates_per_s']:>10}")
+    refill: dict = results["refill_after_burst"]  # type: ignore[assignment]
+    print(
+        f"burst of 50: p50 {refill['burst']['p50_ms']} ms; pool depth {refill['depth_before']} before, "
+        f"then each second: {refill['depth_each_second_after']}"
+    )
     ttfc = results["time_to_first_command"]
     print(f"create -> commands.run('true'): p50 {ttfc['p50_ms']} ms, p95 {ttfc['p95_ms']} ms (n={ttfc['n']})")  # type: ignore[index]
     print(json.dumps({"bench": "create", **results}))
