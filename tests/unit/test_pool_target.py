@@ -6,7 +6,7 @@ def _pool(**settings) -> WarmPool:
     return WarmPool(NodeSettings(**settings), None, None, None, None, None)  # type: ignore[arg-type]
 
 
-def test_target_follows_demand_within_bounds():
+async def test_target_follows_demand_within_bounds():
     pool = _pool(pool_min=1, pool_max=4, pool_memory_mb=4096)
     assert pool.target("base") == 1
     for _ in range(3):
@@ -22,5 +22,5 @@ def test_memory_budget_caps_the_pool():
     assert pool.target("base") == 3
 
 
-def test_claim_from_an_empty_pool_is_a_miss():
+async def test_claim_from_an_empty_pool_is_a_miss():
     assert _pool().claim("base") is None

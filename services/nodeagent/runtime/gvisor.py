@@ -119,15 +119,15 @@ class GVisorRuntime:
         same id, address, processes and files. (`runsc checkpoint --leave-running` cannot
         be used: its restart misses the network setup `_start` does.)"""
         await self.checkpoint(sandbox_id, image_dir)
-        state = await asyncio.to_thread(_read_state, self._dir(sandbox_id))
-        if state is None:
-            raise CommandFailed(f"sandbox {sandbox_id} has no state left to restart from")
         try:
+            state = await asyncio.to_thread(_read_state, self._dir(sandbox_id))
+            if state is None:
+                raise CommandFailed(f"sandbox {sandbox_id} has no state left to restart from")
             await run(*self._runsc("delete", "--force", sandbox_id))
             await network.address_sandbox(network.SandboxNetwork(state.slot, sandbox_id))
             await self._start(self._dir(sandbox_id), sandbox_id, "restore", f"--image-path={image_dir}")
             await self.wake_envd(sandbox_id)
-        except BaseException as exc:
+        except Exception as exc:
             raise RestartFailed(f"sandbox {sandbox_id} was saved but did not start again: {exc}") from exc
 
     async def restore(self, spec: SandboxSpec, image_dir: Path) -> RunningSandbox:
