@@ -95,19 +95,43 @@ async def warm_depth(store: Store, node_id: str) -> int:
 
 
 async def bench_refill(api: httpx.AsyncClient, stack: LocalStack, burst: int) -> dict[str, object]:
-    """A burst of `burst` concurrent creates, then the warm pool's depth every second for
-    20 s (from the node's heart-beats). The pool's target follows the creates of the last
-    10 s, so after a burst it refills towards pool_max, then settles at pool_min."""
+    """A burst of `burst` concurrent creates (kept until the end), and the warm pool's depth
+    every second from the node's heart-beats, during the burst and for 15 s after it. The
+    pool's target follows the creates of the last 10 s, bounded by pool_max."""
     store = Store.connect(stack.config.redis_url)
-    try:
-        await asyncio.sleep(10)  # a quiet pool: back at its idle target
-        before = await warm_depth(store, stack.config.node_id)
-        burst_result = await bench_concurrency(api, burst, burst)
-        depths = []
-        for _ in range(20):
+    depths: list[int] = []
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
             depths.append(await warm_depth(store, stack.config.node_id))
             await asyncio.sleep(1)
-        return {"burst": burst_result, "depth_before": before, "depth_each_second_after": depths}
+
+    async def create() -> tuple[float, str]:
+        start = time.perf_counter()
+        response = await api.post("/sandboxes", json={"templateID": "base", "timeout": 300})
+        if response.status_code != 201:
+            raise RuntimeError(f"create failed: {response.status_code} {response.text}")
+        return (time.perf_counter() - start) * 1000, response.json()["sandboxID"]
+
+    try:
+        await asyncio.sleep(10)  # a quiet pool
+        before = await warm_depth(store, stack.config.node_id)
+        sampler = asyncio.create_task(sample())
+        start = time.perf_counter()
+        created = await asyncio.gather(*(create() for _ in range(burst)))
+        wall = time.perf_counter() - start
+        during = len(depths)
+        await asyncio.sleep(15)
+        stop.set()
+        await sampler
+        await asyncio.gather(*(api.delete(f"/sandboxes/{sandbox_id}") for _, sandbox_id in created))
+        return {
+            "burst": summary([ms for ms, _ in created], wall),
+            "depth_before": before,
+            "depth_during_burst": depths[:during],
+            "depth_after_burst": depths[during:],
+        }
     finally:
         await store.close()
 
@@ -196,8 +220,9 @@ def main() -> None:
             print(f"{label:>5} {r['n']:>5}{times} {r['creates_per_s']:>10}")
     refill: dict = results["refill_after_burst"]  # type: ignore[assignment]
     print(
-        f"burst of 50: p50 {refill['burst']['p50_ms']} ms; pool depth {refill['depth_before']} before, "
-        f"then each second: {refill['depth_each_second_after']}"
+        f"burst of 50: p50 {refill['burst']['p50_ms']} ms, {refill['burst']['creates_per_s']} creates/s; "
+        f"pool depth {refill['depth_before']} before, each second during: {refill['depth_during_burst']}, "
+        f"after: {refill['depth_after_burst']}"
     )
     ttfc = results["time_to_first_command"]
     print(f"create -> commands.run('true'): p50 {ttfc['p50_ms']} ms, p95 {ttfc['p95_ms']} ms (n={ttfc['n']})")  # type: ignore[index]

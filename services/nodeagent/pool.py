@@ -22,7 +22,7 @@ from . import envd_client
 from .runtime.base import RunningSandbox, Runtime
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
-from .snapshots import TemplateSnapshots
+from .template_snapshots import TemplateSnapshots
 from .templates.store import TemplateManifest, TemplateStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class WarmPool:
         self._claims: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._direct = 0  # restores for creates that found the pool empty
 
     @property
     def sandbox_ids(self) -> set[str]:
@@ -94,6 +95,8 @@ class WarmPool:
                 task.cancel()
 
     def _refill(self, manifests: list[TemplateManifest]) -> None:
+        if self._direct:  # creates are waiting on restores of their own: they go first
+            return
         for manifest in manifests:
             template_id = manifest.template_id
             while (
@@ -115,6 +118,15 @@ class WarmPool:
             await asyncio.sleep(1)  # do not spin on a broken template
         finally:
             self._restoring[manifest.template_id] -= 1
+            self._wake.set()
+
+    async def restore_for_create(self, manifest: TemplateManifest, sandbox_id: str) -> RunningSandbox | None:
+        """A pool miss: the create restores its own sandbox, and refills wait meanwhile."""
+        self._direct += 1
+        try:
+            return await self.restore(manifest, sandbox_id)
+        finally:
+            self._direct -= 1
             self._wake.set()
 
     async def restore(

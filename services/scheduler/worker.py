@@ -59,6 +59,8 @@ R = TypeVar("R", bound=msgspec.Struct)
 
 # Pauses and resumes move memory to or from disk: they take seconds, not milliseconds.
 NODE_LIFECYCLE_TIMEOUT_S = 120.0
+# Forks restore on the one node that holds the image: a few at a time.
+FORK_RESTORES_AT_ONCE = 4
 
 
 def _failure(status: int, message: str) -> Failure:
@@ -456,9 +458,15 @@ class Scheduler:
             auto_pause=record.auto_pause,
             auto_resume=record.auto_resume,
         )
+        source = Source.of_snapshot(snapshot, persistent=False)
+        gate = asyncio.Semaphore(FORK_RESTORES_AT_ONCE)
+
+        async def one_fork() -> SandboxReply:
+            async with gate:
+                return await self._place(place, source)
+
         try:
-            source = Source.of_snapshot(snapshot, persistent=False)
-            forks = await asyncio.gather(*(self._place(place, source) for _ in range(request.count)))
+            forks = await asyncio.gather(*(one_fork() for _ in range(request.count)))
         finally:
             await self._node_delete_image(snapshot)
         return ForkReply(forks=list(forks))

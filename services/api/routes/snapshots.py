@@ -136,7 +136,7 @@ class SnapshotRoutes:
         message = ForkRequest(
             sandbox_id=record.sandbox_id, count=count, timeout_s=timeout, owner_limit=key.max_sandboxes
         )
-        reply = await ask(self._bus, subjects.FORK, message, ForkReply, SNAPSHOT_TIMEOUT_S + 30 * count)
+        reply = await ask(self._bus, subjects.FORK, message, ForkReply, SNAPSHOT_TIMEOUT_S + 15 * count)
         results: list[dict[str, object]] = []
         for fork in reply.forks:
             if fork.sandbox is not None:

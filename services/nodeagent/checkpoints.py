@@ -1,0 +1,308 @@
+"""Pauses, resumes, persistent snapshots and creates from them on this node, and putting
+right what an agent killed in the middle of one of them left behind.
+
+Images (`images.py`) are written aside and renamed when complete. A pause that fails leaves
+the sandbox running; a resume that fails keeps the image; a snapshot whose sandbox cannot go
+on turns into a pause. Only one of these runs at a time for a sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+
+from libs.contracts.messages import (
+    Failure,
+    KillReply,
+    NodeCreateReply,
+    NodeCreateRequest,
+    NodeDeleteSnapshotRequest,
+    NodePauseReply,
+    NodePauseRequest,
+    NodeResumeRequest,
+    NodeSnapshotReply,
+    NodeSnapshotRequest,
+)
+
+from . import envd_client
+from .images import ImageStore
+from .running import RunningSandboxes
+from .runtime.base import RestartFailed, RunningSandbox, Runtime
+from .settings import NodeSettings
+from .slots import NoFreeSlot, Slots
+from .templates.store import TemplateManifest, TemplateStore
+
+log = logging.getLogger(__name__)
+
+# Images nothing records (their delete came while this node was away) go after this long.
+UNRECORDED_IMAGE_GRACE_S = 180.0
+
+
+class Refusal(Exception):
+    """A request this node turns down, with the status the API answers it with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.failure = Failure(status=status, message=message)
+
+
+class Checkpoints:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        runtime: Runtime,
+        templates: TemplateStore,
+        slots: Slots,
+        running: RunningSandboxes,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._templates = templates
+        self._slots = slots
+        self._running = running
+        self._http = http
+        self.images = ImageStore(Path(settings.data_dir))
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._writing: set[str] = set()  # snapshot images being written
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    # Pause and resume
+
+    async def pause(self, request: NodePauseRequest) -> NodePauseReply:
+        """Checkpoints the sandbox into its paused image and frees what it held."""
+        sandbox_id = request.sandbox_id
+        async with self._lock(sandbox_id):
+            try:
+                sandbox = self._running_or_refuse(sandbox_id)
+                await self._prepare(sandbox, request.envd_access_token)
+                try:
+                    await self._save(sandbox, self.images.paused(sandbox_id), keep_running=False)
+                except Exception as exc:
+                    log.exception("pause of %s failed", sandbox_id)
+                    await self._runtime.wake_envd(sandbox_id)
+                    raise Refusal(500, f"pause failed, the sandbox keeps running: {exc}") from None
+            except Refusal as refusal:
+                return NodePauseReply(error=refusal.failure)
+            await self._runtime.kill(sandbox_id)  # the checkpoint stopped it: clear what is left
+            self._running.forget(sandbox_id)
+            return NodePauseReply(paused=True)
+
+    async def resume(self, request: NodeResumeRequest) -> NodeCreateReply:
+        """Restores a paused sandbox: same processes, files, env vars and token. One that
+        arrives while another runs (the proxy's auto-resume and a connect, say) waits for it
+        and answers the same."""
+        async with self._lock(request.sandbox_id):
+            running = self._running.get(request.sandbox_id)
+            if running is not None:
+                manifest = await asyncio.to_thread(self._templates.get, request.template_id)
+                version = manifest.envd_version if manifest else ""
+                return NodeCreateReply(
+                    sandbox_id=request.sandbox_id, host=running.address, envd_version=version
+                )
+            image = self.images.paused(request.sandbox_id)
+            reply = await self._restore_and_personalise(request.sandbox_id, image, request, None)
+            if reply.error is None:
+                await asyncio.to_thread(shutil.rmtree, image, True)
+            return reply
+
+    async def drop_paused(self, sandbox_id: str) -> bool:
+        """Deletes a paused sandbox's image (its kill)."""
+        paused = self.images.paused(sandbox_id)
+        if not await asyncio.to_thread(paused.exists):
+            return False
+        await asyncio.to_thread(shutil.rmtree, paused, True)
+        return True
+
+    def is_paused(self, sandbox_id: str) -> bool:
+        return self.images.paused(sandbox_id).exists()
+
+    # Persistent snapshots
+
+    async def snapshot(self, request: NodeSnapshotRequest) -> NodeSnapshotReply:
+        """Saves a running sandbox into a snapshot image; the sandbox goes on with the same
+        processes and files. If it cannot go on, the image also becomes its paused image
+        (`source_paused`): nothing is lost."""
+        sandbox_id = request.sandbox_id
+        image = self.images.snapshot(request.image_id)
+        async with self._lock(sandbox_id):
+            self._writing.add(request.image_id)
+            try:
+                sandbox = self._running_or_refuse(sandbox_id)
+                await self._prepare(sandbox, request.envd_access_token)
+                try:
+                    await self._save(sandbox, image, keep_running=True)
+                    await envd_client.wait_ready(
+                        self._http, sandbox.address, self._settings.envd_ready_timeout_s
+                    )
+                except RestartFailed:
+                    log.exception("snapshot of %s: the sandbox did not go on; it is paused", sandbox_id)
+                    paused = self.images.paused(sandbox_id)
+                    await asyncio.to_thread(shutil.copytree, image, paused, copy_function=os.link)
+                    await self._runtime.kill(sandbox_id)
+                    self._running.forget(sandbox_id)
+                    size = await asyncio.to_thread(self.images.size, image)
+                    return NodeSnapshotReply(size_bytes=size, source_paused=True)
+                except Exception as exc:
+                    log.exception("snapshot of %s failed", sandbox_id)
+                    await self._runtime.wake_envd(sandbox_id)
+                    raise Refusal(500, f"snapshot failed, the sandbox keeps running: {exc}") from None
+            except Refusal as refusal:
+                return NodeSnapshotReply(error=refusal.failure)
+            finally:
+                self._writing.discard(request.image_id)
+            return NodeSnapshotReply(size_bytes=await asyncio.to_thread(self.images.size, image))
+
+    async def delete_snapshot(self, request: NodeDeleteSnapshotRequest) -> KillReply:
+        image = self.images.snapshot(request.image_id)
+        existed = await asyncio.to_thread(image.exists)
+        await asyncio.to_thread(shutil.rmtree, image, True)
+        return KillReply(killed=existed)
+
+    async def create_from_snapshot(self, request: NodeCreateRequest) -> NodeCreateReply:
+        """A new sandbox from a snapshot image; its envd still holds the token it was taken
+        with, which authorises the new one."""
+        image = self.images.snapshot(request.snapshot_image_id)
+        return await self._restore_and_personalise(
+            request.sandbox_id, image, request, request.snapshot_access_token
+        )
+
+    # Shared steps
+
+    def _running_or_refuse(self, sandbox_id: str) -> RunningSandbox:
+        sandbox = self._running.get(sandbox_id)
+        if sandbox is None:
+            raise Refusal(404, f"sandbox '{sandbox_id}' is not running here")
+        return sandbox
+
+    async def _prepare(self, sandbox: RunningSandbox, access_token: str | None) -> None:
+        try:
+            await envd_client.prepare_snapshot(self._http, sandbox.address, access_token)
+        except Exception as exc:
+            raise Refusal(409, f"envd did not get ready for the checkpoint: {exc}") from None
+
+    async def _save(self, sandbox: RunningSandbox, image: Path, *, keep_running: bool) -> None:
+        """Checkpoints a sandbox whose envd let go of its sockets into `image` (written
+        aside with the build it needs, then renamed into place)."""
+        build_id = sandbox.build_id
+        if not build_id:  # adopted from an agent that did not record builds
+            manifest = await asyncio.to_thread(self._templates.get, sandbox.template_id)
+            build_id = manifest.build_id if manifest else ""
+        work = await asyncio.to_thread(
+            self.images.begin, image, sandbox.sandbox_id, sandbox.template_id, build_id
+        )
+        try:
+            if keep_running:
+                await self._runtime.snapshot(sandbox.sandbox_id, work)
+            else:
+                await self._runtime.checkpoint(sandbox.sandbox_id, work)
+        except RestartFailed:
+            await asyncio.to_thread(work.rename, image)
+            raise
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+            raise
+        await asyncio.to_thread(work.rename, image)
+
+    async def _image_build(self, image: Path, template_id: str) -> tuple[TemplateManifest, Path] | None:
+        """The template build an image was taken on (images from before builds were
+        recorded: the template's current build)."""
+        if not await asyncio.to_thread(image.is_dir):
+            return None
+        meta = await asyncio.to_thread(self.images.meta, image)
+        if meta is not None:
+            return await asyncio.to_thread(self._templates.find_build, meta.template_id, meta.build_id)
+        manifest = await asyncio.to_thread(self._templates.get, template_id)
+        return None if manifest is None else (manifest, self._templates.root / template_id)
+
+    async def _restore_and_personalise(
+        self,
+        sandbox_id: str,
+        image: Path,
+        request: NodeCreateRequest | NodeResumeRequest,
+        current_token: str | None,
+    ) -> NodeCreateReply:
+        """Restores `image` as `sandbox_id` and sends envd /init; on failure nothing of the
+        new sandbox is left and the image is untouched."""
+        build = await self._image_build(image, request.template_id)
+        if build is None:
+            message = f"no image for '{sandbox_id}' on this node, or its template build is gone"
+            return NodeCreateReply(error=Failure(status=404, message=message))
+        manifest, build_dir = build
+        try:
+            slot = self._slots.take()
+        except NoFreeSlot as exc:
+            return NodeCreateReply(error=Failure(status=503, message=str(exc)))
+        spec = self._templates.sandbox_spec(manifest, sandbox_id, slot, build_dir)
+        try:
+            sandbox = await self._runtime.restore(spec, image)
+            await envd_client.wait_ready(self._http, sandbox.address, self._settings.envd_ready_timeout_s)
+            await envd_client.init(
+                self._http,
+                sandbox.address,
+                env_vars=request.env_vars,
+                access_token=request.envd_access_token,
+                default_user=manifest.user,
+                current_token=current_token,
+            )
+        except Exception as exc:
+            log.exception("restore of %s failed", sandbox_id)
+            await self._runtime.kill(sandbox_id)
+            self._slots.release(slot)
+            return NodeCreateReply(
+                error=Failure(status=500, message=f"sandbox did not start, its image is kept: {exc}")
+            )
+        self._running.track(sandbox)
+        return NodeCreateReply(
+            sandbox_id=sandbox_id, host=sandbox.address, envd_version=manifest.envd_version
+        )
+
+    # After a crash
+
+    async def recover_running(self, sandbox: RunningSandbox) -> bool:
+        """A recorded sandbox found running after a restart: False when it is a resume cut
+        short (the paused image is whole; the half-restored copy must go). Otherwise any
+        save of it that never finished is dropped and its envd listens again."""
+        sandbox_id = sandbox.sandbox_id
+        if await asyncio.to_thread(self.is_paused, sandbox_id):
+            return False
+        for work in await asyncio.to_thread(self.images.interrupted, sandbox_id):
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        await self._runtime.wake_envd(sandbox_id)
+        return True
+
+    async def recover_stopped(self, sandbox_id: str) -> bool:
+        """A recorded sandbox stopped during a pause or snapshot: its newest complete
+        checkpoint becomes its paused image. True when it is paused now."""
+        paused = self.images.paused(sandbox_id)
+        for work in await asyncio.to_thread(self.images.interrupted, sandbox_id):
+            complete = await asyncio.to_thread(self.images.holds_checkpoint, work)
+            if complete and not await asyncio.to_thread(paused.exists):
+                await asyncio.to_thread(paused.parent.mkdir, parents=True, exist_ok=True)
+                await asyncio.to_thread(work.rename, paused)
+                log.info("sandbox %s stopped in a save: its checkpoint is its paused image", sandbox_id)
+            else:
+                await asyncio.to_thread(shutil.rmtree, work, True)
+        return await asyncio.to_thread(paused.exists)
+
+    async def collect_images(self, recorded: set[str]) -> set[str]:
+        """Removes snapshot images nothing records (`recorded`: the image ids the cluster
+        knows) and unfinished images; answers the template builds images still need."""
+        for image_id in await asyncio.to_thread(self.images.snapshot_ids):
+            if image_id in recorded or image_id in self._writing:
+                continue
+            image = self.images.snapshot(image_id)
+            meta = await asyncio.to_thread(self.images.meta, image)
+            if meta is None or time.time() - meta.taken_at > UNRECORDED_IMAGE_GRACE_S:
+                log.info("removing snapshot image %s: nothing records it", image_id)
+                await asyncio.to_thread(shutil.rmtree, image, True)
+        await asyncio.to_thread(self.images.collect_work_dirs, UNRECORDED_IMAGE_GRACE_S)
+        return await asyncio.to_thread(self.images.builds_in_use)
