@@ -34,6 +34,8 @@ fi
 echo "==> pip install -e .[dev]"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+# The bash kernel's spec, next to ipykernel's python3 one, inside the virtualenv.
+.venv/bin/python -m bash_kernel.install --sys-prefix >/dev/null
 
 if [ ! -x .venv-e2b-2.31/bin/python ]; then
   echo "==> creating .venv-e2b-2.31 (e2b==2.31.0, for compatibility tests)"

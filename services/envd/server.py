@@ -8,10 +8,10 @@ import uvloop
 
 from libs.config import load_settings
 from libs.logging import setup_logging
+from libs.snapshot_listener import Listener
 from libs.telemetry import setup_telemetry
 
 from .app import create_app
-from .listener import Listener
 from .state import Identity
 
 ENVD_PORT = 49983

@@ -57,6 +57,7 @@ class WarmPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._direct = 0  # restores for creates that found the pool empty
+        self._create_restores = asyncio.Semaphore(settings.create_restore_concurrency)
 
     @property
     def sandbox_ids(self) -> set[str]:
@@ -121,10 +122,13 @@ class WarmPool:
             self._wake.set()
 
     async def restore_for_create(self, manifest: TemplateManifest, sandbox_id: str) -> RunningSandbox | None:
-        """A pool miss: the create restores its own sandbox, and refills wait meanwhile."""
+        """A pool miss: the create restores its own sandbox, and refills wait meanwhile.
+        Such restores take turns (a few at a time, in arrival order): a burst then gets its
+        first sandboxes early instead of all of them late."""
         self._direct += 1
         try:
-            return await self.restore(manifest, sandbox_id)
+            async with self._create_restores:
+                return await self.restore(manifest, sandbox_id)
         finally:
             self._direct -= 1
             self._wake.set()

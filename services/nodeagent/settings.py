@@ -31,4 +31,6 @@ class NodeSettings(msgspec.Struct):
     pool_max: int = 8
     pool_memory_mb: int = 1024
     pool_restore_concurrency: int = 2
+    # Restores for creates that found the pool empty, at a time (about the node's cores).
+    create_restore_concurrency: int = 2
     log_level: str = "INFO"

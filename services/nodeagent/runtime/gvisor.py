@@ -166,7 +166,7 @@ class GVisorRuntime:
         return False
 
     async def wake_envd(self, sandbox_id: str) -> None:
-        """tini passes SIGUSR1 on to envd, which listens again (services/envd/listener.py)."""
+        """tini passes SIGUSR1 on to envd, which listens again (libs/snapshot_listener.py)."""
         await run(*self._runsc("kill", sandbox_id, "USR1"))
 
     async def kill(self, sandbox_id: str) -> bool:

@@ -1,0 +1,113 @@
+"""Contexts: one Jupyter kernel each (the context id is the kernel id), with its language,
+working directory and the lock that lets one execution at a time talk to it.
+
+Kernels talk to the interpreter over ZeroMQ `ipc` (Unix sockets) rather than TCP: a sandbox
+snapshot cannot save connected TCP sockets on gVisor, Unix sockets it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.manager import AsyncKernelManager
+
+from .languages import Language
+
+log = logging.getLogger(__name__)
+
+KERNEL_READY_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Context:
+    language: Language
+    cwd: str
+    manager: AsyncKernelManager
+    client: AsyncKernelClient
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The sandbox's env vars are set in the kernel before its first execution.
+    sandbox_env_applied: bool = False
+
+    @property
+    def id(self) -> str:
+        assert self.manager.kernel_id is not None
+        return self.manager.kernel_id
+
+    def describe(self) -> dict[str, str]:
+        return {"id": self.id, "language": self.language.name, "cwd": self.cwd}
+
+
+class UnknownContext(LookupError):
+    pass
+
+
+class Contexts:
+    def __init__(self, runtime_dir: Path | None = None, transport: str = "ipc") -> None:
+        self._runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="corral-kernels-"))
+        self._transport = transport
+        self._by_id: dict[str, Context] = {}
+        self._defaults: dict[str, str] = {}  # language -> its default context's id
+        self._default_locks: dict[str, asyncio.Lock] = {}
+
+    def list(self) -> list[Context]:
+        return list(self._by_id.values())
+
+    def get(self, context_id: str) -> Context:
+        context = self._by_id.get(context_id)
+        if context is None:
+            raise UnknownContext(context_id)
+        return context
+
+    async def create(self, language: Language, cwd: str) -> Context:
+        manager = AsyncKernelManager(kernel_name=language.kernel, transport=self._transport)
+        if self._transport == "ipc":
+            manager.ip = str(self._runtime_dir / f"kernel-{os.urandom(6).hex()}")
+        env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        exists = await asyncio.to_thread(os.path.isdir, cwd)
+        await manager.start_kernel(cwd=cwd if exists else None, env=env)
+        client = manager.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=KERNEL_READY_TIMEOUT_S)
+        except BaseException:
+            client.stop_channels()
+            await manager.shutdown_kernel(now=True)
+            raise
+        context = Context(language=language, cwd=cwd, manager=manager, client=client)
+        self._by_id[context.id] = context
+        log.info("context %s (%s) started in %s", context.id, language.name, cwd)
+        return context
+
+    async def default(self, language: Language, cwd: str) -> Context:
+        """The language's shared context, started on first use."""
+        async with self._default_locks.setdefault(language.name, asyncio.Lock()):
+            context_id = self._defaults.get(language.name)
+            if context_id in self._by_id:
+                return self._by_id[context_id]
+            context = await self.create(language, cwd)
+            self._defaults[language.name] = context.id
+            return context
+
+    async def restart(self, context: Context) -> None:
+        """A fresh kernel under the same id: every variable is gone."""
+        await context.manager.restart_kernel(now=True)
+        context.client.stop_channels()
+        context.client = context.manager.client()
+        context.client.start_channels()
+        await context.client.wait_for_ready(timeout=KERNEL_READY_TIMEOUT_S)
+        context.sandbox_env_applied = False
+
+    async def delete(self, context: Context) -> None:
+        self._by_id.pop(context.id, None)
+        context.client.stop_channels()
+        await context.manager.shutdown_kernel(now=True)
+
+    async def shutdown(self) -> None:
+        for context in self.list():
+            await self.delete(context)

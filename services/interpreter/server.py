@@ -1,0 +1,70 @@
+"""Runs the interpreter: uvicorn on port 49999, a default Python context started before the
+port opens (a sandbox is only ready once a kernel answers)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import httpx
+import msgspec
+import uvicorn
+import uvloop
+
+from libs.config import load_settings
+from libs.logging import setup_logging
+from libs.snapshot_listener import Listener
+from libs.telemetry import setup_telemetry
+
+from .app import create_app, envd_env_fetcher
+from .contexts import Contexts
+from .languages import LANGUAGES
+
+log = logging.getLogger(__name__)
+
+INTERPRETER_PORT = 49999
+
+
+class InterpreterSettings(msgspec.Struct):
+    host: str = "0.0.0.0"
+    port: int = INTERPRETER_PORT
+    default_cwd: str = "/home/user"
+    envd_url: str = "http://127.0.0.1:49983"
+    # Where kernels' ipc sockets and connection files live (a fresh temporary directory if unset).
+    runtime_dir: str | None = None
+    log_level: str = "INFO"
+
+
+async def serve(settings: InterpreterSettings) -> None:
+    runtime_dir = Path(settings.runtime_dir) if settings.runtime_dir else None
+    contexts = Contexts(runtime_dir)
+    async with httpx.AsyncClient() as envd:
+        await contexts.default(LANGUAGES["python"], settings.default_cwd)
+        app = create_app(contexts, settings.default_cwd, envd_env_fetcher(envd, settings.envd_url))
+        listener = Listener(settings.host, settings.port)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            http="httptools",
+            timeout_keep_alive=620,
+            timeout_graceful_shutdown=5,
+        )
+        server = uvicorn.Server(config)
+        listener.attach(server)
+        listener.install_signal_handler()
+        try:
+            await server.serve(sockets=[listener.bind()])
+        finally:
+            with contextlib.suppress(Exception):
+                await contexts.shutdown()
+
+
+def run(**overrides: object) -> None:
+    settings = load_settings(InterpreterSettings, **overrides)
+    setup_logging(settings.log_level)
+    setup_telemetry("interpreter")
+    uvloop.run(serve(settings))
