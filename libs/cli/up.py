@@ -13,16 +13,19 @@ from libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_record
 from services.nodeagent.runtime.gvisor import GVisorRuntime
 from services.nodeagent.templates.build import BuildError
 from services.nodeagent.templates.fingerprint import source_fingerprint
-from services.nodeagent.templates.recipe import recipe_path
+from services.nodeagent.templates.recipe import UnknownRecipe, load_recipe, recipe_path
 from services.nodeagent.templates.store import TemplateStore, is_current
 
 from .output import console
 from .templates import build_with_progress
 
 DEFAULT_TEMPLATE = "base"
+# What the E2B SDKs ask for by default: `base` (e2b) and `code-interpreter-v1` (e2b_code_interpreter).
+DEFAULT_TEMPLATES = "base,code-interpreter"
 
 
 def ensure_template(store: TemplateStore, name: str = DEFAULT_TEMPLATE) -> None:
+    load_recipe(name)  # UnknownRecipe for a name no recipe has
     if is_current(store.get(name), source_fingerprint(recipe_path(name))):
         return
     console.print(f"template [bold]{name}[/bold] is missing or older than this checkout: building it")
@@ -55,6 +58,10 @@ def up(
     redis_port: int = typer.Option(6379),
     domain: str = typer.Option("localhost", help="Sandbox domain returned to SDKs (E2B_DOMAIN)."),
     env_file: Path | None = typer.Option(None, help="Also write the exports to this file (source it)."),
+    templates: str = typer.Option(
+        DEFAULT_TEMPLATES,
+        help="Templates to build first if missing or stale (comma-separated; `base` always).",
+    ),
 ) -> None:
     """Start NATS, Redis, the four services and the base template; print the E2B env vars."""
     config = StackConfig(
@@ -66,8 +73,12 @@ def up(
         domain=domain,
     )
     try:
-        ensure_template(TemplateStore(data_dir / "templates"))
-    except BuildError as exc:
+        store = TemplateStore(data_dir / "templates")
+        for name in dict.fromkeys(
+            [DEFAULT_TEMPLATE, *(t.strip() for t in templates.split(",") if t.strip())]
+        ):
+            ensure_template(store, name)
+    except (BuildError, UnknownRecipe) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     stack = LocalStack(config)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import msgspec
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -63,7 +64,11 @@ def create_app(
     contexts: Contexts,
     default_cwd: str,
     sandbox_env: SandboxEnvFetcher,
+    prepare_snapshot: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
+    """`prepare_snapshot` is what `POST /snapshot/prepare` (the node, before a checkpoint)
+    runs once it has answered: the listener and its connections go (see envd's)."""
+
     def _context(context_id: str) -> Context:
         try:
             return contexts.get(context_id)
@@ -119,6 +124,11 @@ def create_app(
             await contexts.delete(context)
         return JSONResponse(None)
 
+    async def prepare(request: Request) -> Response:
+        if prepare_snapshot is None:
+            return PlainTextResponse("this interpreter cannot prepare for snapshots", status_code=501)
+        return Response(status_code=204, background=BackgroundTask(prepare_snapshot))
+
     async def on_bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadRequest)
         return PlainTextResponse(exc.message, status_code=exc.status)
@@ -131,6 +141,7 @@ def create_app(
             Route("/contexts", list_contexts, methods=["GET"]),
             Route("/contexts/{context_id}/restart", restart_context, methods=["POST"]),
             Route("/contexts/{context_id}", delete_context, methods=["DELETE"]),
+            Route("/snapshot/prepare", prepare, methods=["POST"]),
         ],
         exception_handlers={BadRequest: on_bad_request},
     )

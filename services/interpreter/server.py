@@ -41,8 +41,9 @@ async def serve(settings: InterpreterSettings) -> None:
     contexts = Contexts(runtime_dir)
     async with httpx.AsyncClient() as envd:
         await contexts.default(LANGUAGES["python"], settings.default_cwd)
-        app = create_app(contexts, settings.default_cwd, envd_env_fetcher(envd, settings.envd_url))
         listener = Listener(settings.host, settings.port)
+        fetch_env = envd_env_fetcher(envd, settings.envd_url)
+        app = create_app(contexts, settings.default_cwd, fetch_env, prepare_snapshot=listener.close)
         config = uvicorn.Config(
             app,
             host=settings.host,

@@ -239,7 +239,9 @@ class NodeAgent:
         spec = self.templates.sandbox_spec(manifest, sandbox_id, slot)
         try:
             sandbox = await self.runtime.create(spec)
-            await envd_client.wait_ready(self._http, sandbox.address, self.settings.envd_ready_timeout_s)
+            await envd_client.wait_ready(
+                self._http, sandbox.address, self.settings.envd_ready_timeout_s, manifest.services
+            )
         except BaseException:
             await self.runtime.kill(sandbox_id)
             self.slots.release(slot)

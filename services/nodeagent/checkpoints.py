@@ -141,7 +141,10 @@ class Checkpoints:
                 try:
                     await self._save(sandbox, image, keep_running=True)
                     await envd_client.wait_ready(
-                        self._http, sandbox.address, self._settings.envd_ready_timeout_s
+                        self._http,
+                        sandbox.address,
+                        self._settings.envd_ready_timeout_s,
+                        await self._services(sandbox),
                     )
                 except RestartFailed:
                     log.exception("snapshot of %s: the sandbox did not go on; it is paused", sandbox_id)
@@ -183,9 +186,16 @@ class Checkpoints:
             raise Refusal(404, f"sandbox '{sandbox_id}' is not running here")
         return sandbox
 
+    async def _services(self, sandbox: RunningSandbox) -> list[int]:
+        """The ports of the sandbox's services besides envd (from its template build)."""
+        build = await asyncio.to_thread(self._templates.find_build, sandbox.template_id, sandbox.build_id)
+        manifest = build[0] if build else await asyncio.to_thread(self._templates.get, sandbox.template_id)
+        return manifest.services if manifest else []
+
     async def _prepare(self, sandbox: RunningSandbox, access_token: str | None) -> None:
+        services = await self._services(sandbox)
         try:
-            await envd_client.prepare_snapshot(self._http, sandbox.address, access_token)
+            await envd_client.prepare_snapshot(self._http, sandbox.address, access_token, services)
         except Exception as exc:
             raise Refusal(409, f"envd did not get ready for the checkpoint: {exc}") from None
 
@@ -244,7 +254,9 @@ class Checkpoints:
         spec = self._templates.sandbox_spec(manifest, sandbox_id, slot, build_dir)
         try:
             sandbox = await self._runtime.restore(spec, image)
-            await envd_client.wait_ready(self._http, sandbox.address, self._settings.envd_ready_timeout_s)
+            await envd_client.wait_ready(
+                self._http, sandbox.address, self._settings.envd_ready_timeout_s, manifest.services
+            )
             await envd_client.init(
                 self._http,
                 sandbox.address,

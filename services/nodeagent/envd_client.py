@@ -1,9 +1,11 @@
-"""Talking to envd inside a new sandbox: wait until it answers, then personalise it."""
+"""Talking to envd (and the template's other services) inside a sandbox: wait until they
+answer, personalise it, and get them ready for a checkpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import httpx
@@ -15,17 +17,22 @@ class EnvdNotReady(RuntimeError):
     pass
 
 
-async def wait_ready(client: httpx.AsyncClient, address: str, timeout_s: float) -> None:
-    url = f"http://{address}:{ENVD_PORT}/health"
+async def wait_ready(
+    client: httpx.AsyncClient, address: str, timeout_s: float, services: Sequence[int] = ()
+) -> None:
+    """Until envd and the template's other services (their ports) answer `/health`."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if (await client.get(url, timeout=2)).status_code == 204:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.02)
-    raise EnvdNotReady(f"envd at {address} did not answer within {timeout_s:.0f}s")
+    for port in (ENVD_PORT, *services):
+        url = f"http://{address}:{port}/health"
+        while True:
+            try:
+                if (await client.get(url, timeout=2)).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() >= deadline:
+                raise EnvdNotReady(f"port {port} of {address} did not answer within {timeout_s:.0f}s")
+            await asyncio.sleep(0.02)
 
 
 async def init(
@@ -57,21 +64,28 @@ async def init(
         raise EnvdNotReady(f"envd /init answered {response.status_code}: {response.text}")
 
 
-async def prepare_snapshot(client: httpx.AsyncClient, address: str, access_token: str | None = None) -> None:
-    """Asks envd to let go of its sockets, then waits until it has (runsc cannot save them)."""
+async def prepare_snapshot(
+    client: httpx.AsyncClient,
+    address: str,
+    access_token: str | None = None,
+    services: Sequence[int] = (),
+) -> None:
+    """Asks the template's services, then envd, to let go of their sockets, and waits until
+    they have (runsc cannot save them)."""
     headers = {"X-Access-Token": access_token} if access_token else {}
-    response = await client.post(
-        f"http://{address}:{ENVD_PORT}/snapshot/prepare", headers=headers, timeout=10
-    )
-    if response.status_code != 204:
-        raise EnvdNotReady(f"envd /snapshot/prepare answered {response.status_code}: {response.text}")
-    deadline = time.monotonic() + 5
-    # A fresh client: the pooled connection would be one more socket for envd to reset.
-    async with httpx.AsyncClient() as probe:
-        while time.monotonic() < deadline:
-            try:
-                await probe.get(f"http://{address}:{ENVD_PORT}/health", timeout=1)
-            except httpx.TransportError:
-                return
-            await asyncio.sleep(0.01)
-    raise EnvdNotReady(f"envd at {address} kept listening after /snapshot/prepare")
+    for port in (*services, ENVD_PORT):
+        url = f"http://{address}:{port}"
+        response = await client.post(f"{url}/snapshot/prepare", headers=headers, timeout=10)
+        if response.status_code != 204:
+            raise EnvdNotReady(f"{url}/snapshot/prepare answered {response.status_code}: {response.text}")
+        deadline = time.monotonic() + 5
+        # A fresh client: the pooled connection would be one more socket to reset.
+        async with httpx.AsyncClient() as probe:
+            while True:
+                try:
+                    await probe.get(f"{url}/health", timeout=1)
+                except httpx.TransportError:
+                    break
+                if time.monotonic() >= deadline:
+                    raise EnvdNotReady(f"{url} kept listening after /snapshot/prepare")
+                await asyncio.sleep(0.01)

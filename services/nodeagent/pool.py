@@ -147,7 +147,9 @@ class WarmPool:
         spec = self._templates.sandbox_spec(manifest, sandbox_id or new_sandbox_id(), slot)
         try:
             sandbox = await self._runtime.restore(spec, image)
-            await envd_client.wait_ready(self._http, sandbox.address, self._settings.envd_ready_timeout_s)
+            await envd_client.wait_ready(
+                self._http, sandbox.address, self._settings.envd_ready_timeout_s, manifest.services
+            )
         except BaseException:
             await self._runtime.kill(spec.sandbox_id)
             self._slots.release(slot)

@@ -77,8 +77,10 @@ class TemplateSnapshots:
         work = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=target.parent))
         try:
             sandbox = await self._runtime.create(spec)
-            await envd_client.wait_ready(self._http, sandbox.address, self._ready_timeout_s)
-            await envd_client.prepare_snapshot(self._http, sandbox.address)
+            await envd_client.wait_ready(
+                self._http, sandbox.address, self._ready_timeout_s, manifest.services
+            )
+            await envd_client.prepare_snapshot(self._http, sandbox.address, services=manifest.services)
             await self._runtime.checkpoint(sandbox_id, work)
             # Another node agent sharing the store may have been quicker: theirs stays.
             with contextlib.suppress(OSError):

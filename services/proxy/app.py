@@ -36,6 +36,10 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# In-sandbox daemons let go of their sockets when this is posted (before a checkpoint).
+SNAPSHOT_PREPARE_PATH = "/snapshot/prepare"
+
+
 def _path_and_query(scope: Scope) -> str:
     path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
     query = scope.get("query_string", b"")
@@ -99,6 +103,9 @@ class SandboxProxy:
                 await send({"type": "websocket.close", "code": 1008})
             return
         if scope["type"] == "http":
+            if scope["path"] == SNAPSHOT_PREPARE_PATH:  # the node's alone, never from outside
+                await _send_error(send, _error(404, {"message": "not found"}))
+                return
             await self._http(scope, receive, send, target, route)
         elif scope["type"] == "websocket":
             await self._websocket(scope, receive, send, target, route)

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from services.envd.app import ENVD_VERSION
 
-from .envd_payload import envd_requirements
+from .envd_payload import envd_requirements, interpreter_requirements
 from .fingerprint import source_fingerprint
 from .recipe import Recipe, recipe_path
 from .store import TemplateManifest, TemplateStore
@@ -34,6 +34,25 @@ class Progress(Protocol):
 
 
 ENVD_PREFIX = "/opt/corral"
+INTERPRETER_PORT = 49999
+MPL_CONFIG_DIR = f"{ENVD_PREFIX}/matplotlib"
+START_SERVICES = f"{ENVD_PREFIX}/bin/start-services"
+# Templates with the code interpreter run two services under tini. tini -g passes SIGUSR1
+# (listen again, after a restore) to the whole group; this shell ignores it.
+START_SERVICES_SCRIPT = f"""#!/bin/sh
+# envd (as root) and the code interpreter (as the sandbox user); the interpreter is started
+# again if it dies.
+trap '' USR1
+(
+  while :; do
+    setpriv --reuid={{user}} --regid={{user}} --init-groups \\
+      env HOME=/home/{{user}} USER={{user}} LOGNAME={{user}} SHELL=/bin/bash MPLCONFIGDIR={MPL_CONFIG_DIR} \\
+      {ENVD_PREFIX}/venv/bin/python -m services.interpreter
+    sleep 0.5
+  done
+) &
+exec {ENVD_PREFIX}/venv/bin/python -m services.envd
+"""
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -148,6 +167,38 @@ def _finish_rootfs(rootfs: Path, recipe: Recipe) -> None:
     (rootfs / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
 
 
+def _init(recipe: Recipe) -> list[str]:
+    if recipe.interpreter:
+        return ["/usr/bin/tini", "-s", "-g", "--", START_SERVICES]
+    return ["/usr/bin/tini", "-s", "--", f"{ENVD_PREFIX}/venv/bin/python", "-m", "services.envd"]
+
+
+async def _install_interpreter(
+    rootfs: Path, recipe: Recipe, wheels: Path, pip: list[str], progress: Progress
+) -> None:
+    """The kernels (at the host's versions) and the recipe's packages into envd's
+    virtualenv, the bash kernel's spec, matplotlib's font cache, and the start script."""
+    progress(f"downloading the code interpreter's packages ({len(recipe.pip)} more)")
+    requirements = [*interpreter_requirements(), *recipe.pip]
+    download = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-d", str(wheels)]
+    await _run([*download, *requirements], progress, "pip download")
+    progress("installing the code interpreter")
+    binds = ("--ro-bind", str(wheels), "/wheels")
+    await _run(_in_root(rootfs, *pip, *requirements, binds=binds), progress, "pip")
+    python = f"{ENVD_PREFIX}/venv/bin/python"
+    await _run(_in_root(rootfs, python, "-m", "bash_kernel.install", "--sys-prefix"), progress, "kernels")
+    await _run(
+        _in_root(rootfs, "env", f"MPLCONFIGDIR={MPL_CONFIG_DIR}", python, "-c", "import matplotlib.pyplot"),
+        progress,
+        "matplotlib",
+    )
+    await _run(_in_root(rootfs, "chmod", "-R", "a+rwX", MPL_CONFIG_DIR), progress, "matplotlib")
+    script = rootfs / START_SERVICES.lstrip("/")
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(START_SERVICES_SCRIPT.format(user=recipe.user))
+    script.chmod(0o755)
+
+
 async def build_template(recipe: Recipe, store: TemplateStore, progress: Progress) -> TemplateManifest:
     started = time.monotonic()
     store.root.mkdir(parents=True, exist_ok=True)
@@ -190,6 +241,8 @@ async def build_template(recipe: Recipe, store: TemplateStore, progress: Progres
         binds = ("--ro-bind", str(wheels), "/wheels")
         await _run(_in_root(rootfs, *pip, *envd_requirements(), binds=binds), progress, "pip")
         await _run(_in_root(rootfs, *pip, "--no-deps", "corral", binds=binds), progress, "pip")
+        if recipe.interpreter:
+            await _install_interpreter(rootfs, recipe, wheels, pip, progress)
         progress("installing shims")
         await asyncio.to_thread(_install_shims, rootfs)
         await asyncio.to_thread(_finish_rootfs, rootfs, recipe)
@@ -202,9 +255,10 @@ async def build_template(recipe: Recipe, store: TemplateStore, progress: Progres
             memory_mb=recipe.memory_mb,
             disk_mb=recipe.disk_mb,
             user=recipe.user,
-            init=["/usr/bin/tini", "-s", "--", f"{ENVD_PREFIX}/venv/bin/python", "-m", "services.envd"],
+            init=_init(recipe),
             built_at=time.time(),
             source_hash=source_fingerprint(recipe_path(recipe.id)),
+            services=[INTERPRETER_PORT] if recipe.interpreter else [],
         )
         (work / "template.json").write_text(json.dumps(manifest.to_dict(), indent=2))
         store.install(recipe.id, work)

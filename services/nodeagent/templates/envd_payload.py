@@ -1,5 +1,5 @@
-"""The libraries envd imports at run time, installed into every template at the versions
-the host runs."""
+"""The libraries envd (and the code interpreter) import at run time, installed into every
+template at the versions the host runs."""
 
 from __future__ import annotations
 
@@ -19,5 +19,17 @@ ENVD_DISTRIBUTIONS = (
 )
 
 
+# And what the code interpreter adds (its kernels), for templates that have one.
+INTERPRETER_DISTRIBUTIONS = ("bash_kernel", "ipykernel", "jupyter-client")
+
+
+def _pinned(names: tuple[str, ...]) -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in names]
+
+
 def envd_requirements() -> list[str]:
-    return [f"{name}=={metadata.version(name)}" for name in ENVD_DISTRIBUTIONS]
+    return _pinned(ENVD_DISTRIBUTIONS)
+
+
+def interpreter_requirements() -> list[str]:
+    return _pinned(INTERPRETER_DISTRIBUTIONS)

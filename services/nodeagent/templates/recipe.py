@@ -19,6 +19,10 @@ class Recipe(msgspec.Struct, frozen=True):
     cpu_count: int = 2
     memory_mb: int = 1024
     disk_mb: int = 2048
+    # The code interpreter (port 49999) next to envd, its kernels in envd's virtualenv.
+    interpreter: bool = False
+    # More Python distributions for that virtualenv (what code run there can import).
+    pip: list[str] = []
 
 
 class UnknownRecipe(LookupError):
@@ -37,4 +41,8 @@ def load_recipe(name: str) -> Recipe:
     path = recipe_path(name)
     if not path.is_file():
         raise UnknownRecipe(f"no template recipe '{name}' (have: {', '.join(available_recipes())})")
+    return load_recipe_file(path)
+
+
+def load_recipe_file(path: Path) -> Recipe:
     return msgspec.convert(tomllib.loads(path.read_text()), Recipe)

@@ -27,6 +27,9 @@ class TemplateManifest(msgspec.Struct, frozen=True):
     init: list[str]
     built_at: float
     source_hash: str = ""
+    # Ports of the template's services besides envd (the code interpreter's): a sandbox is
+    # ready when each answers /health, and each lets go of its sockets before a checkpoint.
+    services: list[int] = []
 
     def to_dict(self) -> dict[str, object]:
         return msgspec.to_builtins(self)
