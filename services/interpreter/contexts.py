@@ -8,16 +8,19 @@ snapshot cannot save connected TCP sockets on gVisor, Unix sockets it can.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-from .languages import Language
+from .languages import LANGUAGES, Language
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,22 @@ class Context:
         return {"id": self.id, "language": self.language.name, "cwd": self.cwd}
 
 
+def _kernel_specs(directory: Path) -> KernelSpecManager:
+    """One kernel spec per language, all started by `kernel_launcher` (see there why)."""
+    for language in LANGUAGES.values():
+        spec_dir = directory / language.kernel
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "services.interpreter.kernel_launcher", language.name]
+        spec = {
+            "argv": [*argv, "-f", "{connection_file}"],
+            "display_name": language.name,
+            "language": language.name,
+            "interrupt_mode": "signal",
+        }
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return KernelSpecManager(kernel_dirs=[str(directory)])
+
+
 class UnknownContext(LookupError):
     pass
 
@@ -51,6 +70,7 @@ class Contexts:
     def __init__(self, runtime_dir: Path | None = None, transport: str = "ipc") -> None:
         self._runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="corral-kernels-"))
         self._transport = transport
+        self._specs = _kernel_specs(self._runtime_dir / "kernelspecs")
         self._by_id: dict[str, Context] = {}
         self._defaults: dict[str, str] = {}  # language -> its default context's id
         self._default_locks: dict[str, asyncio.Lock] = {}
@@ -65,7 +85,9 @@ class Contexts:
         return context
 
     async def create(self, language: Language, cwd: str) -> Context:
-        manager = AsyncKernelManager(kernel_name=language.kernel, transport=self._transport)
+        manager = AsyncKernelManager(
+            kernel_name=language.kernel, kernel_spec_manager=self._specs, transport=self._transport
+        )
         if self._transport == "ipc":
             manager.ip = str(self._runtime_dir / f"kernel-{os.urandom(6).hex()}")
         env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}

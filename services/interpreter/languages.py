@@ -43,13 +43,13 @@ class BashSnippets:
 @dataclass(frozen=True, slots=True)
 class Language:
     name: str
-    kernel: str  # the Jupyter kernel spec name
+    kernel: str  # the name of its kernel spec (see contexts.py)
     snippets: Snippets
 
 
 LANGUAGES = {
-    "python": Language("python", "python3", PythonSnippets()),
-    "bash": Language("bash", "bash", BashSnippets()),
+    "python": Language("python", "corral-python", PythonSnippets()),
+    "bash": Language("bash", "corral-bash", BashSnippets()),
 }
 ALIASES = {"py": "python", "python3": "python", "sh": "bash"}
 

@@ -176,3 +176,14 @@ async def test_async_sdk_with_callbacks(interpreter):
     context = await sbx.create_code_context()
     assert (await sbx.run_code("21 * 2", context=context)).text == "42"
     await sbx.remove_code_context(context)
+
+
+def test_output_of_forked_processes_reaches_the_client(sbx):
+    # ipykernel carries it over a pipe that Corral moves onto a Unix socket (kernel_launcher).
+    execution = sbx.run_code(
+        "import os\npid = os.fork()\nif pid == 0:\n    print('from the child', flush=True)\n    os._exit(0)\n"
+        "os.waitpid(pid, 0)\nprint('from the parent')"
+    )
+    assert execution.error is None
+    output = "".join(execution.logs.stdout)
+    assert "from the child\n" in output and output.endswith("from the parent\n")

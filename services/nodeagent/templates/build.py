@@ -167,6 +167,11 @@ def _finish_rootfs(rootfs: Path, recipe: Recipe) -> None:
     (rootfs / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
 
 
+def _root_python_version(rootfs: Path) -> str:
+    argv = _in_root(rootfs, "python3", "-c", "import platform; print(platform.python_version())")
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
 def _init(recipe: Recipe) -> list[str]:
     if recipe.interpreter:
         return ["/usr/bin/tini", "-s", "-g", "--", START_SERVICES]
@@ -180,7 +185,10 @@ async def _install_interpreter(
     virtualenv, the bash kernel's spec, matplotlib's font cache, and the start script."""
     progress(f"downloading the code interpreter's packages ({len(recipe.pip)} more)")
     requirements = [*interpreter_requirements(), *recipe.pip]
-    download = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-d", str(wheels)]
+    # Versions that fit the template's Python, which may be older than the host's.
+    version = await asyncio.to_thread(_root_python_version, rootfs)
+    download = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", version]
+    download += ["-d", str(wheels)]
     await _run([*download, *requirements], progress, "pip download")
     progress("installing the code interpreter")
     binds = ("--ro-bind", str(wheels), "/wheels")
