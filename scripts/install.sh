@@ -34,14 +34,17 @@ fi
 echo "==> pip install -e .[dev]"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
-# The bash kernel's spec, next to ipykernel's python3 one, inside the virtualenv.
-.venv/bin/python -m bash_kernel.install --sys-prefix >/dev/null
 
 if [ ! -x .venv-e2b-2.31/bin/python ]; then
   echo "==> creating .venv-e2b-2.31 (e2b==2.31.0, for compatibility tests)"
   python3 -m venv .venv-e2b-2.31
 fi
 .venv-e2b-2.31/bin/python -m pip install -q 'e2b==2.31.0'
+
+echo "==> .venv-trpc: trpc-agent-py[cube] for examples/trpc_agent_cube"
+[ -x .venv-trpc/bin/python ] || python3 -m venv .venv-trpc
+# trpc-agent-py 1.2 imports sqlalchemy's asyncio extension, which needs greenlet.
+.venv-trpc/bin/python -m pip install -q 'trpc-agent-py[cube]' greenlet
 
 echo "==> npm install (tests/e2e/node: the npm e2b SDK)"
 npm install --prefix tests/e2e/node --silent --no-audit --no-fund

@@ -1,7 +1,8 @@
-"""Starts a kernel (`python -m services.interpreter.kernel_launcher python|bash -f <file>`)
-with one change to ipykernel: the pipe that carries forked subprocesses' output listens on a
-Unix socket instead of TCP on 127.0.0.1. gVisor cannot checkpoint a listening TCP socket
-that anything waits on, and templates are snapshotted with their kernel running."""
+"""Starts a kernel (`python -m services.interpreter.kernel_launcher python|bash -f <file>`).
+Python kernels load E2B's result formats (`display.py`). One change to ipykernel: the pipe
+that carries forked subprocesses' output listens on a Unix socket instead of TCP on
+127.0.0.1. gVisor cannot checkpoint a listening TCP socket that anything waits on, and
+templates are snapshotted with their kernel running."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def main() -> None:
 
         IPKernelApp.launch_instance(kernel_class=BashKernel)
     else:
-        IPKernelApp.launch_instance()
+        IPKernelApp.launch_instance(extensions=["services.interpreter.display"])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from libs.cli.up import ensure_template, kill_all_sandboxes
 from libs.stack import LocalStack, StackConfig
+from libs.state import Store
 from services.nodeagent.templates.store import TemplateStore
 
 TEMPLATE_DIR = Path(os.environ.get("CORRAL_TEST_TEMPLATE_DIR", "/var/lib/corral/templates"))
@@ -58,3 +60,23 @@ def conn(stack: LocalStack) -> dict[str, str]:
         "sandbox_url": env["E2B_SANDBOX_URL"],
         "domain": env["E2B_DOMAIN"],
     }
+
+
+@pytest.fixture(scope="session")
+def code_interpreter(stack) -> str:
+    """Builds the template if this machine lacks it, then waits for the node to offer it."""
+    ensure_template(TemplateStore(TEMPLATE_DIR), "code-interpreter")
+
+    async def offered() -> bool:
+        store = Store.connect(stack.config.redis_url)
+        try:
+            node = await store.node(stack.config.node_id)
+            return node is not None and "code-interpreter" in node.templates
+        finally:
+            await store.close()
+
+    deadline = time.monotonic() + 60
+    while not asyncio.run(offered()):
+        assert time.monotonic() < deadline, "the node did not pick up the code-interpreter template"
+        time.sleep(0.5)
+    return "code-interpreter-v1"

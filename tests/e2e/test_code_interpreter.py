@@ -5,45 +5,17 @@ data frames, streams output and sees the sandbox's env vars."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
-from libs.cli.up import ensure_template
-from libs.state import Store
-from services.nodeagent.templates.store import TemplateStore
-
-from .conftest import TEMPLATE_DIR
-
 NODE_DIR = Path(__file__).parent / "node"
-
-
-@pytest.fixture(scope="module")
-def code_interpreter(stack) -> str:
-    """Builds the template if this machine lacks it, then waits for the node to offer it."""
-    ensure_template(TemplateStore(TEMPLATE_DIR), "code-interpreter")
-
-    async def offered() -> bool:
-        store = Store.connect(stack.config.redis_url)
-        try:
-            node = await store.node(stack.config.node_id)
-            return node is not None and "code-interpreter" in node.templates
-        finally:
-            await store.close()
-
-    deadline = time.monotonic() + 60
-    while not asyncio.run(offered()):
-        assert time.monotonic() < deadline, "the node did not pick up the code-interpreter template"
-        time.sleep(0.5)
-    return "code-interpreter-v1"
 
 
 def test_run_code_in_a_sandbox(conn, code_interpreter):
@@ -59,9 +31,11 @@ def test_run_code_in_a_sandbox(conn, code_interpreter):
         chart = sbx.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()")
         pngs = [r.png for r in chart.results if r.png]
         assert pngs and base64.b64decode(pngs[0]).startswith(b"\x89PNG")
+        assert [r.chart.type.value for r in chart.results if r.chart] == ["line"]
 
         frame = sbx.run_code("import pandas as pd\npd.DataFrame({'a': [1, 2]})")
         assert "<table" in (frame.results[0].html or "")
+        assert frame.results[0].data == {"a": [1, 2]}
 
         # envd and the interpreter share the sandbox: files and commands see each other.
         sbx.run_code("open('/home/user/from_kernel.txt', 'w').write('kernel')")

@@ -187,3 +187,18 @@ def test_output_of_forked_processes_reaches_the_client(sbx):
     assert execution.error is None
     output = "".join(execution.logs.stdout)
     assert "from the child\n" in output and output.endswith("from the parent\n")
+
+
+def test_chart_and_data_results(sbx):
+    chart = sbx.run_code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [2, 4, 8], label='growth')\n"
+        "plt.title('Doubling')\nplt.xlabel('step')\nplt.show()"
+    )
+    assert chart.error is None, chart.error
+    charted = [r for r in chart.results if r.chart]
+    assert charted and charted[0].png
+    assert charted[0].chart.title == "Doubling"
+    assert charted[0].chart.type.value == "line"
+
+    frame = sbx.run_code("import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})")
+    assert frame.results[0].data == {"a": [1, 2], "b": ["x", "y"]}

@@ -182,7 +182,8 @@ async def _install_interpreter(
     rootfs: Path, recipe: Recipe, wheels: Path, pip: list[str], progress: Progress
 ) -> None:
     """The kernels (at the host's versions) and the recipe's packages into envd's
-    virtualenv, the bash kernel's spec, matplotlib's font cache, and the start script."""
+    virtualenv, matplotlib's font cache, and the start script. (The interpreter writes its
+    own kernel specs.)"""
     progress(f"downloading the code interpreter's packages ({len(recipe.pip)} more)")
     requirements = [*interpreter_requirements(), *recipe.pip]
     # Versions that fit the template's Python, which may be older than the host's.
@@ -194,7 +195,6 @@ async def _install_interpreter(
     binds = ("--ro-bind", str(wheels), "/wheels")
     await _run(_in_root(rootfs, *pip, *requirements, binds=binds), progress, "pip")
     python = f"{ENVD_PREFIX}/venv/bin/python"
-    await _run(_in_root(rootfs, python, "-m", "bash_kernel.install", "--sys-prefix"), progress, "kernels")
     await _run(
         _in_root(rootfs, "env", f"MPLCONFIGDIR={MPL_CONFIG_DIR}", python, "-c", "import matplotlib.pyplot"),
         progress,
