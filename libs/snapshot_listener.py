@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import struct
+from typing import Any
 
 import uvicorn
 
@@ -28,8 +29,24 @@ class Listener:
         self._port = port
         self._server: uvicorn.Server | None = None
 
-    def attach(self, server: uvicorn.Server) -> None:
-        self._server = server
+    async def serve(self, app: Any) -> None:
+        """Serves the ASGI `app` on this listener until stopped; SIGUSR1 makes it listen
+        again after a restore."""
+        config = uvicorn.Config(
+            app,
+            host=self._host,
+            port=self._port,
+            log_config=None,
+            access_log=False,
+            http="httptools",
+            # Streams (commands, watches, executions) live for hours; keepalives keep them busy.
+            timeout_keep_alive=620,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(self.reopen()))
+        await self._server.serve(sockets=[self.bind()])
 
     def bind(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
@@ -37,10 +54,6 @@ class Listener:
         sock.bind((self._host, self._port))
         sock.set_inheritable(False)
         return sock
-
-    def install_signal_handler(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(self.reopen()))
 
     async def close(self) -> None:
         """Stops accepting and resets every open connection."""

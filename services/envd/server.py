@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import msgspec
-import uvicorn
 import uvloop
 
 from libs.config import load_settings
@@ -27,29 +26,12 @@ class EnvdSettings(msgspec.Struct):
     log_level: str = "INFO"
 
 
-def build_server(settings: EnvdSettings, listener: Listener) -> uvicorn.Server:
-    identity = Identity(default_user=settings.default_user, default_workdir=settings.default_workdir)
-    config = uvicorn.Config(
-        create_app(identity, sync_clock=settings.sync_clock, prepare_snapshot=listener.close),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        http="httptools",
-        # Streams (commands, watches) live for hours; keepalive messages keep them busy.
-        timeout_keep_alive=620,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    listener.attach(server)
-    return server
-
-
 async def serve(settings: EnvdSettings) -> None:
+    identity = Identity(default_user=settings.default_user, default_workdir=settings.default_workdir)
     listener = Listener(settings.host, settings.port)
-    server = build_server(settings, listener)
-    listener.install_signal_handler()
-    await server.serve(sockets=[listener.bind()])
+    await listener.serve(
+        create_app(identity, sync_clock=settings.sync_clock, prepare_snapshot=listener.close)
+    )
 
 
 def run(**overrides: object) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import uvicorn
 import uvloop
 
 from libs.config import load_settings
@@ -44,21 +43,8 @@ async def serve(settings: InterpreterSettings) -> None:
         listener = Listener(settings.host, settings.port)
         fetch_env = envd_env_fetcher(envd, settings.envd_url)
         app = create_app(contexts, settings.default_cwd, fetch_env, prepare_snapshot=listener.close)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            http="httptools",
-            timeout_keep_alive=620,
-            timeout_graceful_shutdown=5,
-        )
-        server = uvicorn.Server(config)
-        listener.attach(server)
-        listener.install_signal_handler()
         try:
-            await server.serve(sockets=[listener.bind()])
+            await listener.serve(app)
         finally:
             with contextlib.suppress(Exception):
                 await contexts.shutdown()
