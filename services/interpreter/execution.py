@@ -60,7 +60,15 @@ class Execution:
         await context.lock.acquire()
         done = False
         try:
-            await self._prepare()
+            try:
+                await self._prepare()
+            except Exception as exc:  # the kernel would not restart, set-up code hung...
+                log.exception("preparing an execution in context %s failed", context.id)
+                failure = {"type": "error", "name": type(exc).__name__, "value": str(exc), "traceback": ""}
+                yield encode(failure)
+                yield encode({"type": "end_of_execution"})
+                done = True
+                return
             async for line in self._run():
                 yield encode(line)
             done = True
