@@ -1,6 +1,11 @@
 import pytest
 
+from tests.harness.e2b_transports import drop_e2b_transports
 from tests.harness.envd import bwrap_available
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    drop_e2b_transports()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

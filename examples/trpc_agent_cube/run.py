@@ -9,6 +9,7 @@ Prints what it did, and last one JSON line with the results.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 
@@ -82,5 +83,17 @@ async def main() -> None:
         await executor.destroy()
 
 
+def drop_e2b_transports() -> None:
+    """The e2b SDK (2.63, pyqwest 0.12) keeps Rust HTTP transports in module-level pools;
+    freed only during interpreter teardown, they sometimes abort the process (SIGABRT) after
+    all the work is done. Freeing them while Python is whole avoids that."""
+    import e2b.api.client_async as pools
+
+    for name in ("_transports", "_pools", "_httpx_transports"):
+        getattr(pools, name, {}).clear()
+    gc.collect()
+
+
 if __name__ == "__main__":
     asyncio.run(main())
+    drop_e2b_transports()
