@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from services.nodeagent.images import ImageStore
-from services.scheduler.worker import Refused, snapshot_name
+from services.scheduler.refused import Refused
+from services.scheduler.sources import snapshot_name
 
 
 def test_snapshot_names():
