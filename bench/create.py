@@ -155,13 +155,7 @@ async def run(
     stack: LocalStack, plan: list[tuple[int, int]], paced: int, ttfc_runs: int
 ) -> dict[str, object]:
     key = await stack.create_api_key("bench", max_sandboxes=500)
-    env = stack.client_env()
-    conn = {
-        "api_key": key,
-        "api_url": env["E2B_API_URL"],
-        "sandbox_url": env["E2B_SANDBOX_URL"],
-        "domain": env["E2B_DOMAIN"],
-    }
+    conn = stack.sdk_options(key)
     results: dict[str, object] = {}
     async with httpx.AsyncClient(
         base_url=stack.config.api_url,

@@ -73,13 +73,7 @@ def main() -> None:
         stack.start_infrastructure()
         stack.start_services()
         key = asyncio.run(stack.create_api_key("bench"))
-        env = stack.client_env()
-        conn = {
-            "api_key": key,
-            "api_url": env["E2B_API_URL"],
-            "sandbox_url": env["E2B_SANDBOX_URL"],
-            "domain": env["E2B_DOMAIN"],
-        }
+        conn = stack.sdk_options(key)
         asyncio.run(wait_offered(stack))
         first_result: list[float] = []
         for _ in range(args.creates):

@@ -65,14 +65,7 @@ def measure(api: httpx.Client, sandbox_id: str, cycles: int) -> dict[str, float]
 def run_command(stack: LocalStack, key: str, sandbox_id: str, command: str) -> None:
     from e2b import Sandbox
 
-    env = stack.client_env()
-    sbx = Sandbox.connect(
-        sandbox_id,
-        api_key=key,
-        api_url=env["E2B_API_URL"],
-        sandbox_url=env["E2B_SANDBOX_URL"],
-        domain=env["E2B_DOMAIN"],
-    )
+    sbx = Sandbox.connect(sandbox_id, **stack.sdk_options(key))
     sbx.commands.run(command, background=True)
     time.sleep(3)  # let it write its memory
 

@@ -110,6 +110,13 @@ class LocalStack:
             "E2B_API_KEY": self.api_key,
         }
 
+    def sdk_options(self, api_key: str | None = None) -> dict[str, str]:
+        """The same as keyword options of the Python SDKs (`Sandbox.create(**options)`)."""
+        key = api_key or self.api_key
+        assert key is not None
+        cfg = self.config
+        return {"api_key": key, "api_url": cfg.api_url, "sandbox_url": cfg.sandbox_url, "domain": cfg.domain}
+
     def service_env(self) -> dict[str, str]:
         cfg = self.config
         env = {

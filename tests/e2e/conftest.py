@@ -53,13 +53,7 @@ def stack() -> Iterator[LocalStack]:
 @pytest.fixture(scope="session")
 def conn(stack: LocalStack) -> dict[str, str]:
     """Connection options for the Python SDK (the same values `corral up` prints)."""
-    env = stack.client_env()
-    return {
-        "api_key": env["E2B_API_KEY"],
-        "api_url": env["E2B_API_URL"],
-        "sandbox_url": env["E2B_SANDBOX_URL"],
-        "domain": env["E2B_DOMAIN"],
-    }
+    return stack.sdk_options()
 
 
 @pytest.fixture(scope="session")
