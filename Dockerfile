@@ -1,9 +1,10 @@
 # One image for every Corral service; compose.yaml picks the command.
 FROM debian:bookworm-slim
+# apt's lists stay: the microVM guest kernel is fetched with `apt-get download` when first needed.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       python3 python3-venv ca-certificates runsc bubblewrap debootstrap iproute2 util-linux procps \
- && rm -rf /var/lib/apt/lists/*
+      qemu-system-x86 qemu-utils busybox-static e2fsprogs iptables lz4 zstd xz-utils
 WORKDIR /opt/corral/src
 COPY pyproject.toml README.md ./
 COPY libs libs

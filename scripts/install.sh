@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Corral needs on a Debian machine, as root. Safe to run again.
-#   system packages (apt-get): Python, bubblewrap, gVisor (runsc), Redis, debootstrap, iproute2, Node.js
+#   system packages (apt-get): Python, bubblewrap, gVisor (runsc), Redis, debootstrap, iproute2, Node.js,
+#   and for microVMs QEMU, busybox (the guest's initramfs), e2fsprogs, iptables and the
+#   kernel-image unpackers
 #   .venv with Corral and its dev tools (pip), .venv-e2b-2.31 with the old e2b SDK for the
 #   compatibility tests, and the npm e2b SDK under tests/e2e/node
 set -euo pipefail
@@ -9,6 +11,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc libc6-dev ca-certificates procps
   bubblewrap runsc redis-server debootstrap iproute2 util-linux
+  qemu-system-x86 qemu-utils busybox-static e2fsprogs iptables lz4 zstd xz-utils
 )
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
@@ -21,6 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# MicroVM guests use Debian's cloud kernel, fetched with `apt-get download` when first needed.
+if ! apt-cache policy linux-image-cloud-amd64 2>/dev/null | grep -q "Candidate: [0-9]"; then
+  apt-get update -qq
 fi
 # Corral starts its own Redis per stack; the distribution's service only takes the port.
 if command -v systemctl >/dev/null && systemctl is-enabled redis-server >/dev/null 2>&1; then

@@ -10,7 +10,9 @@ from pathlib import Path
 import typer
 
 from libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_records
+from services.nodeagent.runtime.base import Runtime
 from services.nodeagent.runtime.gvisor import GVisorRuntime
+from services.nodeagent.runtime.microvm.runtime import MicroVMRuntime
 from services.nodeagent.templates.build import BuildError
 from services.nodeagent.templates.fingerprint import source_fingerprint
 from services.nodeagent.templates.recipe import UnknownRecipe, load_recipe, recipe_path
@@ -34,11 +36,13 @@ def ensure_template(store: TemplateStore, name: str = DEFAULT_TEMPLATE) -> None:
 
 def kill_all_sandboxes(data_dir: Path, redis_url: str) -> None:
     async def run() -> None:
-        runtime = GVisorRuntime(data_dir)
-        for sandbox in await runtime.list():
-            await runtime.kill(sandbox.sandbox_id)
-        for sandbox_id in await runtime.leftovers():
-            await runtime.kill(sandbox_id)
+        # Killing needs no guest or accelerator: either runtime's sandboxes go.
+        runtimes: list[Runtime] = [GVisorRuntime(data_dir), MicroVMRuntime(data_dir, data_dir, accel="tcg")]
+        for runtime in runtimes:
+            for sandbox in await runtime.list():
+                await runtime.kill(sandbox.sandbox_id)
+            for sandbox_id in await runtime.leftovers():
+                await runtime.kill(sandbox_id)
         await clear_sandbox_records(redis_url)
 
     asyncio.run(run())

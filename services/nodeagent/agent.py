@@ -8,7 +8,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,7 +62,7 @@ class NodeAgent:
         self.runtime = runtime
         self.bus = bus
         self.store = store
-        self.templates = TemplateStore(Path(settings.template_dir or Path(settings.data_dir) / "templates"))
+        self.templates = TemplateStore(settings.template_root, runtime.name)
         self.slots = Slots(settings.slot_base, settings.max_sandboxes)
         self.running = RunningSandboxes(self.slots)
         self._started_at = time.time()

@@ -193,6 +193,8 @@ class Checkpoints:
         return manifest.services if manifest else []
 
     async def _prepare(self, sandbox: RunningSandbox, access_token: str | None) -> None:
+        if not self._runtime.releases_sockets:
+            return
         services = await self._services(sandbox)
         try:
             await envd_client.prepare_snapshot(self._http, sandbox.address, access_token, services)

@@ -9,12 +9,15 @@ class CommandFailed(RuntimeError):
     pass
 
 
-async def run(*argv: str, check: bool = True, timeout_s: float = 60) -> str:
+async def run(*argv: str, check: bool = True, timeout_s: float = 60, input: bytes | None = None) -> str:
     process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+        out, err = await asyncio.wait_for(process.communicate(input), timeout_s)
     except TimeoutError:
         process.kill()
         await process.wait()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import msgspec
 
+from .runtime.base import CHECKPOINT_FILE
+
 META_FILE = "image.json"
 WORK_PREFIX = "."
 
@@ -58,7 +60,8 @@ class ImageStore:
 
     @staticmethod
     def holds_checkpoint(image: Path) -> bool:
-        return any(p.name != META_FILE and p.is_file() and p.stat().st_size > 0 for p in image.iterdir())
+        checkpoint = image / CHECKPOINT_FILE
+        return checkpoint.is_file() and checkpoint.stat().st_size > 0
 
     @staticmethod
     def meta(image: Path) -> ImageMeta | None:

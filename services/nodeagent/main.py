@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from libs.service import connected, run_service, until_stopped
 
 from .agent import NodeAgent
-from .runtime.gvisor import GVisorRuntime
+from .runtime.select import choose_runtime
 from .settings import NodeSettings
 
 
 async def serve(settings: NodeSettings) -> None:
     async with connected(settings, f"nodeagent-{settings.node_id}") as (bus, store):
-        runtime = GVisorRuntime(Path(settings.data_dir), platform=settings.gvisor_platform)
+        runtime = await choose_runtime(settings, settings.template_root)
         agent = NodeAgent(settings, runtime, bus, store)
         await agent.start()
         await until_stopped()

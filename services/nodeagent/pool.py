@@ -92,14 +92,20 @@ class WarmPool:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), REFILL_IDLE_S)
         finally:
+            # Restores under way clean up after themselves when cancelled: wait for that,
+            # or a half-started clone (or template VM) outlives the agent unrecorded.
             for task in self._tasks:
                 task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _refill(self, manifests: list[TemplateManifest]) -> None:
         if self._direct:  # creates are waiting on restores of their own: they go first
             return
+        pooled = self._settings.pooled_templates
         for manifest in manifests:
             template_id = manifest.template_id
+            if pooled is not None and template_id not in pooled:
+                continue
             while (
                 len(self._ready[template_id]) + self._restoring[template_id] < self.target(template_id)
                 and sum(self._restoring.values()) < self._settings.pool_restore_concurrency

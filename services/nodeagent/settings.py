@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import msgspec
 
@@ -22,7 +23,11 @@ class NodeSettings(msgspec.Struct):
     slot_base: int = 0
     max_sandboxes: int = 200
     heartbeat_s: float = 2.0
+    # gvisor, microvm, or auto: microVMs where KVM really works (see runtime/select.py).
+    runtime: str = "auto"
     gvisor_platform: str = "ptrace"
+    # kvm, tcg (software emulation: slow, for hosts without KVM) or auto (probed).
+    microvm_accel: str = "auto"
     envd_ready_timeout_s: float = 90.0
     # Warm pool per template: at least pool_min ready clones, at most pool_max and what
     # pool_memory_mb holds; pool_restore_concurrency restores at a time. pool_max 0 turns
@@ -31,6 +36,17 @@ class NodeSettings(msgspec.Struct):
     pool_max: int = 8
     pool_memory_mb: int = 1024
     pool_restore_concurrency: int = 2
+    # Comma-separated template ids the pool keeps warm; empty: every template.
+    pool_templates: str = ""
     # Restores for creates that found the pool empty, at a time (about the node's cores).
     create_restore_concurrency: int = 2
     log_level: str = "INFO"
+
+    @property
+    def pooled_templates(self) -> set[str] | None:
+        names = {name.strip() for name in self.pool_templates.split(",") if name.strip()}
+        return names or None
+
+    @property
+    def template_root(self) -> Path:
+        return Path(self.template_dir or Path(self.data_dir) / "templates")

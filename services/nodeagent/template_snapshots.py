@@ -17,14 +17,11 @@ import httpx
 from libs.ids import new_sandbox_id
 
 from . import envd_client
-from .runtime.base import Runtime
-from .runtime.oci import SPEC_VERSION
+from .runtime.base import CHECKPOINT_FILE, RunningSandbox, Runtime
 from .slots import Slots
 from .templates.store import TemplateManifest, TemplateStore
 
 log = logging.getLogger(__name__)
-
-IMAGE_FILE = "checkpoint.img"
 
 
 class TemplateSnapshots:
@@ -44,12 +41,12 @@ class TemplateSnapshots:
         self._locks: dict[str, asyncio.Lock] = {}
 
     def image_dir(self, manifest: TemplateManifest) -> Path:
-        name = f"snapshot-{self._runtime.name}-{manifest.build_id}-spec{SPEC_VERSION}"
+        name = f"snapshot-{self._runtime.name}-{manifest.build_id}-{self._runtime.image_format}"
         return self._templates.root / manifest.template_id / name
 
     def ready(self, manifest: TemplateManifest) -> Path | None:
         image = self.image_dir(manifest)
-        path = image / IMAGE_FILE
+        path = image / CHECKPOINT_FILE
         return image if path.is_file() and path.stat().st_size > 0 else None
 
     async def ensure(self, manifest: TemplateManifest) -> Path | None:
@@ -75,18 +72,20 @@ class TemplateSnapshots:
         spec = self._templates.sandbox_spec(manifest, sandbox_id, slot)
         target = self.image_dir(manifest)
         work = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=target.parent))
-        try:
-            sandbox = await self._runtime.create(spec)
+
+        async def until_ready(sandbox: RunningSandbox) -> None:
             await envd_client.wait_ready(
                 self._http, sandbox.address, self._ready_timeout_s, manifest.services
             )
-            await envd_client.prepare_snapshot(self._http, sandbox.address, services=manifest.services)
-            await self._runtime.checkpoint(sandbox_id, work)
+            if self._runtime.releases_sockets:
+                await envd_client.prepare_snapshot(self._http, sandbox.address, services=manifest.services)
+
+        try:
+            await self._runtime.snapshot_template(spec, work, until_ready)
             # Another node agent sharing the store may have been quicker: theirs stays.
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(work.rename, target)
         finally:
-            await self._runtime.kill(sandbox_id)
             self._slots.release(slot)
             await asyncio.to_thread(shutil.rmtree, work, True)
         log.info("snapshot of template %s taken in %.1fs", manifest.template_id, time.monotonic() - started)

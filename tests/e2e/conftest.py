@@ -36,9 +36,9 @@ def stack() -> Iterator[LocalStack]:
         pytest.skip("needs root, runsc, redis-server, debootstrap and iproute2 (scripts/install.sh)")
     ensure_template(TemplateStore(TEMPLATE_DIR))
     data_dir = Path(tempfile.mkdtemp(prefix="corral-e2e-"))
-    config = StackConfig.random_ports(
-        data_dir, template_dir=TEMPLATE_DIR, node_id="e2enode", extra_env={"CORRAL_SLOT_BASE": TEST_SLOT_BASE}
-    )
+    # gVisor, named: on a host with working KVM `auto` would pick microVMs (test_microvm.py).
+    env = {"CORRAL_SLOT_BASE": TEST_SLOT_BASE, "CORRAL_RUNTIME": "gvisor"}
+    config = StackConfig.random_ports(data_dir, template_dir=TEMPLATE_DIR, node_id="e2enode", extra_env=env)
     local = LocalStack(config)
     try:
         local.start_infrastructure()

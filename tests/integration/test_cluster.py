@@ -23,7 +23,7 @@ from libs.state import Store
 from services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR, stack_available
 
-FAST = {"CORRAL_HEARTBEAT_S": "0.5", "CORRAL_NODE_TIMEOUT_S": "3"}
+FAST = {"CORRAL_HEARTBEAT_S": "0.5", "CORRAL_NODE_TIMEOUT_S": "3", "CORRAL_RUNTIME": "gvisor"}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""The runtime interface the node agent drives: gVisor now, microVMs later."""
+"""The runtime interface the node agent drives: gVisor (runtime/gvisor.py) or microVMs
+(runtime/microvm/)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +19,13 @@ class SandboxSpec:
     cpu_count: int
     memory_mb: int
     slot: int
+    disk_mb: int = 2048
+
+
+RUNTIME_NAMES = ("gvisor", "microvm")
+
+# The file every runtime's checkpoint image has once it is whole.
+CHECKPOINT_FILE = "checkpoint.img"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +50,22 @@ class RestartFailed(RuntimeError):
 
 class Runtime(Protocol):
     name: str
+    # Whether envd and the template's services must let go of their sockets before a
+    # checkpoint (`/snapshot/prepare`) and be woken after a restore.
+    releases_sockets: bool
+    # Changes whenever what a template snapshot holds would no longer restore (a new OCI
+    # spec, another accelerator or VM device set): template snapshots are taken again.
+    image_format: str
 
     async def create(self, spec: SandboxSpec) -> RunningSandbox:
         """Starts the sandbox; on failure nothing of it is left behind."""
+        ...
+
+    async def snapshot_template(
+        self, spec: SandboxSpec, image_dir: Path, until_ready: Callable[[RunningSandbox], Awaitable[None]]
+    ) -> None:
+        """Boots the template, waits for `until_ready`, and saves it into `image_dir` as the
+        image its sandboxes are restored from; nothing of the booted sandbox is left."""
         ...
 
     async def checkpoint(self, sandbox_id: str, image_dir: Path) -> None:

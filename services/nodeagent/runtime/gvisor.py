@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -21,7 +22,7 @@ import msgspec
 from .. import network
 from ..commands import CommandFailed, run
 from .base import RestartFailed, RunningSandbox, SandboxSpec, SandboxStats
-from .oci import sandbox_spec
+from .oci import SPEC_VERSION, sandbox_spec
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class SandboxState(msgspec.Struct):
 
 class GVisorRuntime:
     name = "gvisor"
+    # runsc cannot save TCP endpoints that are not listening (runtime notes).
+    releases_sockets = True
+    image_format = f"spec{SPEC_VERSION}"
 
     def __init__(self, state_dir: Path, platform: str = "ptrace") -> None:
         self._state_dir = state_dir
@@ -107,6 +111,16 @@ class GVisorRuntime:
                 raise CommandFailed(f"runsc {verb[0]} failed for {sandbox_id}: {tail}")
         finally:
             console.close()
+
+    async def snapshot_template(
+        self, spec: SandboxSpec, image_dir: Path, until_ready: Callable[[RunningSandbox], Awaitable[None]]
+    ) -> None:
+        try:
+            sandbox = await self.create(spec)
+            await until_ready(sandbox)
+            await self.checkpoint(spec.sandbox_id, image_dir)
+        finally:
+            await self.kill(spec.sandbox_id)
 
     async def checkpoint(self, sandbox_id: str, image_dir: Path) -> None:
         """Saves the sandbox (stopping it) into `image_dir`. Its envd must have let go of

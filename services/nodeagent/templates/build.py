@@ -267,6 +267,7 @@ async def build_template(recipe: Recipe, store: TemplateStore, progress: Progres
             built_at=time.time(),
             source_hash=source_fingerprint(recipe_path(recipe.id)),
             services=[INTERPRETER_PORT] if recipe.interpreter else [],
+            runtimes=list(recipe.runtimes),
         )
         (work / "template.json").write_text(json.dumps(manifest.to_dict(), indent=2))
         store.install(recipe.id, work)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+from ..runtime.base import RUNTIME_NAMES
+
 RECIPES_DIR = Path(__file__).resolve().parents[3] / "templates"
 
 
@@ -23,6 +25,8 @@ class Recipe(msgspec.Struct, frozen=True):
     interpreter: bool = False
     # More Python distributions for that virtualenv (what code run there can import).
     pip: list[str] = []
+    # The runtimes that may run it (a node serves only the templates its runtime may).
+    runtimes: list[str] = msgspec.field(default_factory=lambda: list(RUNTIME_NAMES))
 
 
 class UnknownRecipe(LookupError):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..runtime.base import SandboxSpec
+from ..runtime.base import RUNTIME_NAMES, SandboxSpec
 
 OLD_PREFIX = ".old-"
 
@@ -30,14 +30,18 @@ class TemplateManifest(msgspec.Struct, frozen=True):
     # Ports of the template's services besides envd (the code interpreter's): a sandbox is
     # ready when each answers /health, and each lets go of its sockets before a checkpoint.
     services: list[int] = []
+    runtimes: list[str] = msgspec.field(default_factory=lambda: list(RUNTIME_NAMES))
 
     def to_dict(self) -> dict[str, object]:
         return msgspec.to_builtins(self)
 
 
 class TemplateStore:
-    def __init__(self, root: Path) -> None:
+    """The templates under `root`; with `runtime`, only those that runtime may run."""
+
+    def __init__(self, root: Path, runtime: str | None = None) -> None:
         self.root = root
+        self._runtime = runtime
 
     def sandbox_spec(
         self, manifest: TemplateManifest, sandbox_id: str, slot: int, build_dir: Path | None = None
@@ -53,10 +57,14 @@ class TemplateStore:
             cpu_count=manifest.cpu_count,
             memory_mb=manifest.memory_mb,
             slot=slot,
+            disk_mb=manifest.disk_mb,
         )
 
     def get(self, template_id: str) -> TemplateManifest | None:
-        return self._read(self.root / template_id)
+        manifest = self._read(self.root / template_id)
+        if manifest is None or (self._runtime and self._runtime not in manifest.runtimes):
+            return None
+        return manifest
 
     @staticmethod
     def _read(build_dir: Path) -> TemplateManifest | None:

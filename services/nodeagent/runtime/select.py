@@ -1,0 +1,36 @@
+"""The node's runtime, from its settings: gVisor, microVMs, or (`auto`) microVMs where
+KVM really works and gVisor elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..settings import NodeSettings
+from .base import Runtime
+from .gvisor import GVisorRuntime
+from .microvm.probe import choose_accelerator
+from .microvm.runtime import MicroVMRuntime
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("gvisor", "microvm", "auto")
+
+
+async def choose_runtime(settings: NodeSettings, template_dir: Path) -> Runtime:
+    if settings.runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {settings.runtime!r} (one of {', '.join(RUNTIMES)})")
+    data_dir = Path(settings.data_dir)
+    if settings.runtime == "gvisor":
+        return GVisorRuntime(data_dir, platform=settings.gvisor_platform)
+    guest_dir = template_dir / ".microvm-guest"
+    # The guest is only made when the probe needs it or a microVM starts.
+    probe_runtime = MicroVMRuntime(data_dir, guest_dir, accel="tcg")
+    requested = settings.microvm_accel
+    if settings.runtime == "auto" and requested == "tcg":
+        requested = "auto"  # auto means: microVMs only with KVM
+    accel = await choose_accelerator(requested, probe_runtime.guest, guest_dir)
+    if settings.runtime == "auto" and accel != "kvm":
+        log.info("no usable KVM: sandboxes run on gVisor")
+        return GVisorRuntime(data_dir, platform=settings.gvisor_platform)
+    return MicroVMRuntime(data_dir, guest_dir, accel=accel)

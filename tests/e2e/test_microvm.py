@@ -1,0 +1,154 @@
+"""The microVM runtime under QEMU's software emulation (TCG), through the whole stack and
+the real e2b SDK: the base template is booted once and snapshotted with its RAM in a file,
+and every sandbox is a clone that maps that file copy-on-write.
+
+A stack of its own (node agent with `CORRAL_RUNTIME=microvm`), on network slots apart from
+the gVisor stack's."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2b import Sandbox
+
+from libs.cli.up import ensure_template, kill_all_sandboxes
+from libs.stack import LocalStack, StackConfig
+from services.nodeagent.runtime.microvm.runtime import vm_memory_kb
+from services.nodeagent.templates.store import TemplateStore
+
+from .conftest import TEMPLATE_DIR, stack_available
+
+MICROVM_SLOT_BASE = "21000"
+
+
+@pytest.fixture(scope="module")
+def vm_stack() -> Iterator[LocalStack]:
+    if not stack_available() or not shutil.which("qemu-system-x86_64"):
+        pytest.skip("needs root, the gVisor stack's tools and qemu-system-x86 (scripts/install.sh)")
+    ensure_template(TemplateStore(TEMPLATE_DIR))
+    data_dir = Path(tempfile.mkdtemp(prefix="corral-microvm-"))
+    env = {
+        "CORRAL_SLOT_BASE": MICROVM_SLOT_BASE,
+        "CORRAL_RUNTIME": "microvm",
+        "CORRAL_MICROVM_ACCEL": "tcg",
+        "CORRAL_POOL_MAX": "2",
+        # Under TCG a template boot takes a core for a minute: only the one tested is warmed.
+        "CORRAL_POOL_TEMPLATES": "base",
+    }
+    config = StackConfig.random_ports(data_dir, template_dir=TEMPLATE_DIR, node_id="vmnode", extra_env=env)
+    local = LocalStack(config)
+    try:
+        local.start_infrastructure()
+        local.start_services()
+        asyncio.run(local.create_api_key("microvm", max_sandboxes=10))
+        yield local
+    finally:
+        local.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def vm_conn(vm_stack: LocalStack) -> dict[str, object]:
+    # The first create waits for the template's boot and snapshot: tens of seconds under TCG.
+    return {**vm_stack.sdk_options(), "request_timeout": 300}
+
+
+def _run_dir(stack: LocalStack, sandbox_id: str) -> Path:
+    return stack.config.data_dir / "microvm" / sandbox_id
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no process, or a zombie its new parent (PID 1: QEMU daemonizes) has yet to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _template_ram_kb() -> int:
+    """What the template's guest had in RAM when it was snapshotted (the memory file is
+    sparse: its allocated blocks)."""
+    (memory,) = (TEMPLATE_DIR / "base").glob("snapshot-microvm-*/memory")
+    return memory.stat().st_blocks // 2
+
+
+def test_clones_answer_through_the_proxy_share_memory_and_keep_their_writes(vm_stack, vm_conn):
+    clones = [Sandbox.create(**vm_conn) for _ in range(3)]
+    try:
+        for index, clone in enumerate(clones):
+            # A guest kernel of its own (Debian's cloud kernel), not the host's.
+            assert "cloud-amd64" in clone.commands.run("uname -r").stdout
+            assert clone.commands.run("whoami").stdout == "user\n"
+            clone.files.write("/home/user/mine.txt", f"clone {index}")
+        for index, clone in enumerate(clones):
+            assert clone.files.read("/home/user/mine.txt") == f"clone {index}"
+            listing = clone.commands.run("ls /home/user").stdout.split()
+            assert listing.count("mine.txt") == 1
+        # Distinct identity after the restore: tokens and the guest's random numbers.
+        assert len({c._envd_access_token for c in clones}) == 3
+        seeds = {c.commands.run("head -c 16 /dev/urandom | od -An -tx1").stdout for c in clones}
+        assert len(seeds) == 3
+
+        template_kb = _template_ram_kb()
+        for clone in clones:
+            memory = vm_memory_kb(_run_dir(vm_stack, clone.sandbox_id))
+            # Guest RAM the clone only read is the template's file pages; what it owns
+            # (QEMU itself, TCG's code cache, pages it wrote) is a fraction of it.
+            assert memory["Pss_File"] > 0
+            assert memory["Pss_Anon"] < template_kb / 2, (memory, template_kb)
+    finally:
+        for clone in clones:
+            clone.kill()
+
+
+def test_pause_and_resume_keep_files_and_processes(vm_stack, vm_conn):
+    sbx = Sandbox.create(**vm_conn)
+    try:
+        sbx.files.write("/home/user/before.txt", "written before the pause")
+        sleeper = sbx.commands.run("sleep 3600", background=True)
+        assert sbx.pause() is True
+        assert not _run_dir(vm_stack, sbx.sandbox_id).exists()
+        assert (vm_stack.config.data_dir / "paused" / sbx.sandbox_id / "checkpoint.img").is_file()
+
+        resumed = Sandbox.connect(sbx.sandbox_id, **vm_conn)
+        assert resumed.files.read("/home/user/before.txt") == "written before the pause"
+        assert sleeper.pid in {p.pid for p in resumed.commands.list()}
+        assert resumed.commands.run(f"kill -0 {sleeper.pid} && echo alive").stdout == "alive\n"
+    finally:
+        sbx.kill()
+
+
+def test_snapshot_then_create_from_it(vm_stack, vm_conn):
+    source = Sandbox.create(**vm_conn)
+    try:
+        source.files.write("/home/user/state.txt", "from the source")
+        snapshot = source.create_snapshot()
+        assert source.commands.run("echo still running").stdout == "still running\n"
+        restored = Sandbox.create(snapshot.snapshot_id, **vm_conn)
+        try:
+            assert restored.files.read("/home/user/state.txt") == "from the source"
+            restored.files.write("/home/user/state.txt", "changed in the copy")
+            assert source.files.read("/home/user/state.txt") == "from the source"
+        finally:
+            restored.kill()
+    finally:
+        source.kill()
+        Sandbox.delete_snapshot(snapshot.snapshot_id, **vm_conn)
+
+
+def test_kill_removes_the_vm_its_disk_layer_and_its_network(vm_stack, vm_conn):
+    sbx = Sandbox.create(**vm_conn)
+    run_dir = _run_dir(vm_stack, sbx.sandbox_id)
+    pid = int((run_dir / "qemu.pid").read_text())
+    assert (run_dir / "disk.qcow2").is_file()
+    assert sbx.kill() is True
+    assert not run_dir.exists()
+    assert _gone(pid)
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"corral-{sbx.sandbox_id}" not in namespaces
