@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from services.nodeagent import network
+from services.nodeagent.runtime import select
 from services.nodeagent.runtime.microvm import guest, probe, qmp, vm_network
 from services.nodeagent.runtime.microvm.guest import Guest
 from services.nodeagent.runtime.microvm.qemu import Memory, VmConfig, kernel_cmdline, qemu_argv
+from services.nodeagent.settings import NodeSettings
 
 INIT = ("/usr/bin/tini", "-s", "--", "/opt/corral/venv/bin/python", "-m", "services.envd")
 
@@ -130,7 +132,9 @@ def test_disk_is_an_explicit_chain_with_only_the_top_layer_writable(tmp_path):
 
 def test_accelerator_options(tmp_path):
     tcg = qemu_argv(_config(tmp_path))
-    assert _option(tcg, "-accel")[0].startswith("tcg,tb-size=")
+    assert _option(tcg, "-accel") == ["tcg,tb-size=128"]  # a boot: room for the code it runs
+    restored = qemu_argv(_config(tmp_path, incoming=True))
+    assert _option(restored, "-accel") == ["tcg,tb-size=8"]  # a clone: its cache is its own memory
     assert _option(tcg, "-cpu") == ["max"]
     kvm = qemu_argv(_config(tmp_path, accel="kvm", tsc_khz=None))
     assert _option(kvm, "-accel") == ["kvm"]
@@ -259,3 +263,32 @@ def test_modules_load_after_what_they_depend_on(tmp_path):
     ]
     with pytest.raises(ValueError, match="no module"):
         guest.module_load_order(tmp_path, ("virtio_scsi",))
+
+
+# Which runtime a node gets
+
+
+def _choose(tmp_path: Path, monkeypatch, probed: str, **settings: Any):
+    async def accelerator(requested: str, the_guest: Any, cache_dir: Path) -> str:
+        return requested if requested in ("kvm", "tcg") else probed
+
+    monkeypatch.setattr(select, "choose_accelerator", accelerator)
+    node = NodeSettings(data_dir=str(tmp_path), **settings)
+    return node, asyncio.run(select.choose_runtime(node, tmp_path / "templates"))
+
+
+def test_auto_runs_microvms_only_where_kvm_boots(tmp_path, monkeypatch):
+    _, runtime = _choose(tmp_path, monkeypatch, probed="kvm")
+    assert runtime.name == "microvm" and runtime.image_format.startswith("kvm-")
+    _, runtime = _choose(tmp_path, monkeypatch, probed="tcg")
+    assert runtime.name == "gvisor"
+
+
+def test_microvms_under_tcg_when_asked_with_time_to_boot(tmp_path, monkeypatch):
+    node, runtime = _choose(tmp_path, monkeypatch, probed="kvm", runtime="microvm", microvm_accel="tcg")
+    assert runtime.name == "microvm" and runtime.image_format.startswith("tcg-")
+    assert node.envd_ready_timeout_s >= select.TCG_READY_TIMEOUT_S
+    _, runtime = _choose(tmp_path, monkeypatch, probed="kvm", runtime="gvisor")
+    assert runtime.name == "gvisor"
+    with pytest.raises(ValueError, match="unknown runtime"):
+        _choose(tmp_path, monkeypatch, probed="kvm", runtime="firecracker")

@@ -15,9 +15,12 @@ from .microvm.runtime import MicroVMRuntime
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("gvisor", "microvm", "auto")
+# A template boots under software emulation in one to several minutes, not seconds.
+TCG_READY_TIMEOUT_S = 600.0
 
 
 async def choose_runtime(settings: NodeSettings, template_dir: Path) -> Runtime:
+    """The runtime for `settings`; under TCG it also gives envd longer to first answer."""
     if settings.runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {settings.runtime!r} (one of {', '.join(RUNTIMES)})")
     data_dir = Path(settings.data_dir)
@@ -33,4 +36,6 @@ async def choose_runtime(settings: NodeSettings, template_dir: Path) -> Runtime:
     if settings.runtime == "auto" and accel != "kvm":
         log.info("no usable KVM: sandboxes run on gVisor")
         return GVisorRuntime(data_dir, platform=settings.gvisor_platform)
+    if accel == "tcg":
+        settings.envd_ready_timeout_s = max(settings.envd_ready_timeout_s, TCG_READY_TIMEOUT_S)
     return MicroVMRuntime(data_dir, guest_dir, accel=accel)

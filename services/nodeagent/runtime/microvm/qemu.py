@@ -21,9 +21,11 @@ from pathlib import Path
 from .vm_network import GUEST_ADDRESS, GUEST_MAC, PREFIX, TAP, TAP_ADDRESS
 
 QEMU = "qemu-system-x86_64"
-# TCG keeps translated code in a cache it allocates up front (1 GiB by default): most of
-# that would be private memory per clone.
-TCG_CACHE_MB = 16
+# TCG keeps translated code in a cache (1 GiB by default) that fills as code runs: in a
+# clone it is private memory, so clones get a small one. A VM that boots (a template) runs
+# far more distinct code, and a small cache would retranslate it over and over.
+TCG_CACHE_MB = 8
+TCG_BOOT_CACHE_MB = 128
 
 
 class Memory(Enum):
@@ -114,7 +116,8 @@ def block_devices(config: VmConfig) -> list[str]:
 
 
 def qemu_argv(config: VmConfig) -> list[str]:
-    accel = f"tcg,tb-size={TCG_CACHE_MB}" if config.accel == "tcg" else config.accel
+    cache_mb = TCG_CACHE_MB if config.incoming else TCG_BOOT_CACHE_MB
+    accel = f"tcg,tb-size={cache_mb}" if config.accel == "tcg" else config.accel
     argv = [
         QEMU,
         "-machine",

@@ -17,6 +17,8 @@ TAP_ADDRESS = "192.168.127.1"
 GUEST_ADDRESS = "192.168.127.2"
 PREFIX = 30
 GUEST_MAC = "02:c0:ff:ee:00:02"
+# The tap's MAC is fixed too: a clone's guest remembers the template's gateway MAC.
+TAP_MAC = "02:c0:ff:ee:00:01"
 
 
 def nat_rules(net: network.SandboxNetwork) -> str:
@@ -26,15 +28,16 @@ def nat_rules(net: network.SandboxNetwork) -> str:
 
 async def create(net: network.SandboxNetwork) -> None:
     """The namespace with its veth pair, plus the tap and the forwarding to the guest."""
-    await network.create(net)
+    tap = (
+        f"tuntap add dev {TAP} mode tap",
+        f"link set {TAP} address {TAP_MAC}",
+        f"addr add {TAP_ADDRESS}/{PREFIX} dev {TAP}",
+        f"link set {TAP} up",
+    )
+    await network.create(net, inside=tap)
     try:
-        ns = ("ip", "-n", net.netns)
-        await run(*ns, "tuntap", "add", "dev", TAP, "mode", "tap")
-        await run(*ns, "addr", "add", f"{TAP_ADDRESS}/{PREFIX}", "dev", TAP)
-        await run(*ns, "link", "set", TAP, "up")
-        exec_in = ("ip", "netns", "exec", net.netns)
-        await run(*exec_in, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        await run(*exec_in, "iptables-restore", input=nat_rules(net).encode())
+        forward = "echo 1 > /proc/sys/net/ipv4/ip_forward && exec iptables-restore"
+        await run("ip", "netns", "exec", net.netns, "sh", "-c", forward, input=nat_rules(net).encode())
     except BaseException:
         await network.destroy(net)
         raise
