@@ -16,7 +16,10 @@ def test_pause_then_connect_keeps_everything(conn, stack):
         sbx.files.write("/home/user/before.txt", "written before the pause")
         sleeper = sbx.commands.run("sleep 3600", background=True)
         counter = sbx.commands.run(
-            "for i in $(seq 1 1000); do echo $i > /tmp/count; sleep 0.1; done", background=True
+            # Renamed into place: a reader never sees the file truncated and not yet written.
+            "for i in $(seq 1 1000); do echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; "
+            "done",
+            background=True,
         )
         token = sbx._envd_access_token
 

@@ -142,6 +142,8 @@ class MicroVMRuntime:
         image = await asyncio.to_thread(_read_record, image_dir)
         if image is None:
             raise CommandFailed(f"{image_dir} is not a microVM image")
+        # The machine must be the one the image was taken of, whatever the template says now.
+        spec = dataclasses.replace(spec, memory_mb=image.memory_mb, cpu_count=image.cpu_count)
         build_dir = spec.rootfs.parent
         guest = self._guest_named(image.guest)
         if image.template_image:
