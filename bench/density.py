@@ -24,20 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
+from bench.host_memory import mem_available_mb
 from libs.cli.up import ensure_template, kill_all_sandboxes
 from libs.stack import LocalStack, StackConfig
 from services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR
 
 SETTLE_S = 10  # lets the sandboxes finish starting up before memory is read
-
-
-def mem_available_mb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def sandbox_pss_mb(runsc_root: Path) -> float:

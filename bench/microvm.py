@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
+from bench.host_memory import mem_available_mb
 from libs.cli.up import ensure_template
 from libs.ids import new_sandbox_id
 from services.nodeagent import envd_client
@@ -42,14 +43,6 @@ from tests.e2e.conftest import TEMPLATE_DIR
 SLOT_BASE = 29000
 SETTLE_S = 10  # idle clones finish what their restore started before memory is read
 READY_TIMEOUT_S = 300
-
-
-def mem_available_mb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def percentile(values: list[float], q: float) -> float:

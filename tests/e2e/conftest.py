@@ -5,6 +5,7 @@ this checkout's envd is unchanged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -30,24 +31,32 @@ def stack_available() -> bool:
     )
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[LocalStack]:
-    if not stack_available():
-        pytest.skip("needs root, runsc, redis-server, debootstrap and iproute2 (scripts/install.sh)")
+@contextlib.contextmanager
+def running_stack(node_id: str, env: dict[str, str], max_sandboxes: int) -> Iterator[LocalStack]:
+    """A whole stack on random ports over the shared templates, with an API key; stopped,
+    its sandboxes killed and its state removed afterwards."""
     ensure_template(TemplateStore(TEMPLATE_DIR))
-    data_dir = Path(tempfile.mkdtemp(prefix="corral-e2e-"))
-    # gVisor, named: on a host with working KVM `auto` would pick microVMs (test_microvm.py).
-    env = {"CORRAL_SLOT_BASE": TEST_SLOT_BASE, "CORRAL_RUNTIME": "gvisor"}
-    config = StackConfig.random_ports(data_dir, template_dir=TEMPLATE_DIR, node_id="e2enode", extra_env=env)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"corral-{node_id}-"))
+    config = StackConfig.random_ports(data_dir, template_dir=TEMPLATE_DIR, node_id=node_id, extra_env=env)
     local = LocalStack(config)
     try:
         local.start_infrastructure()
         local.start_services()
-        asyncio.run(local.create_api_key("e2e", max_sandboxes=20))
+        asyncio.run(local.create_api_key(node_id, max_sandboxes=max_sandboxes))
         yield local
     finally:
         local.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    if not stack_available():
+        pytest.skip("needs root, runsc, redis-server, debootstrap and iproute2 (scripts/install.sh)")
+    # gVisor, named: on a host with working KVM `auto` would pick microVMs (test_microvm.py).
+    env = {"CORRAL_SLOT_BASE": TEST_SLOT_BASE, "CORRAL_RUNTIME": "gvisor"}
+    with running_stack("e2enode", env, max_sandboxes=20) as local:
+        yield local
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,8 @@ the gVisor stack's."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +16,10 @@ from pathlib import Path
 import pytest
 from e2b import Sandbox
 
-from libs.cli.up import ensure_template, kill_all_sandboxes
-from libs.stack import LocalStack, StackConfig
+from libs.stack import LocalStack
 from services.nodeagent.runtime.microvm.runtime import vm_memory_kb
-from services.nodeagent.templates.store import TemplateStore
 
-from .conftest import TEMPLATE_DIR, stack_available
+from .conftest import TEMPLATE_DIR, running_stack, stack_available
 
 MICROVM_SLOT_BASE = "21000"
 
@@ -32,8 +28,6 @@ MICROVM_SLOT_BASE = "21000"
 def vm_stack() -> Iterator[LocalStack]:
     if not stack_available() or not shutil.which("qemu-system-x86_64"):
         pytest.skip("needs root, the gVisor stack's tools and qemu-system-x86 (scripts/install.sh)")
-    ensure_template(TemplateStore(TEMPLATE_DIR))
-    data_dir = Path(tempfile.mkdtemp(prefix="corral-microvm-"))
     env = {
         "CORRAL_SLOT_BASE": MICROVM_SLOT_BASE,
         "CORRAL_RUNTIME": "microvm",
@@ -42,16 +36,8 @@ def vm_stack() -> Iterator[LocalStack]:
         # Under TCG a template boot takes a core for a minute: only the one tested is warmed.
         "CORRAL_POOL_TEMPLATES": "base",
     }
-    config = StackConfig.random_ports(data_dir, template_dir=TEMPLATE_DIR, node_id="vmnode", extra_env=env)
-    local = LocalStack(config)
-    try:
-        local.start_infrastructure()
-        local.start_services()
-        asyncio.run(local.create_api_key("microvm", max_sandboxes=10))
+    with running_stack("vmnode", env, max_sandboxes=10) as local:
         yield local
-    finally:
-        local.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import json
 import logging
 import shutil
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import msgspec
 
 from .. import network
 from ..commands import CommandFailed, run
+from . import console
 from .base import RestartFailed, RunningSandbox, SandboxSpec, SandboxStats
 from .oci import SPEC_VERSION, sandbox_spec
 
@@ -243,16 +243,7 @@ class GVisorRuntime:
         return SandboxStats(memory_bytes=used, cpu_seconds=cpu_ns / 1e9)
 
     async def logs(self, sandbox_id: str, limit: int) -> list[str]:
-        path = self._dir(sandbox_id) / "console.log"
-
-        def tail() -> list[str]:
-            with path.open(errors="replace") as f:
-                return [line.rstrip("\n") for line in deque(f, maxlen=limit)]
-
-        try:
-            return await asyncio.to_thread(tail)
-        except FileNotFoundError:
-            return []
+        return await console.tail(self._dir(sandbox_id) / "console.log", limit)
 
 
 def _running(spec: SandboxSpec, net: network.SandboxNetwork) -> RunningSandbox:

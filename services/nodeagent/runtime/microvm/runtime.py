@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import msgspec
 
 from ... import network
 from ...commands import CommandFailed, run
+from .. import console
 from ..base import CHECKPOINT_FILE, RestartFailed, RunningSandbox, SandboxSpec, SandboxStats
 from . import qmp, vm_network
 from .guest import Guest, ensure_guest
@@ -357,16 +357,7 @@ class MicroVMRuntime:
             return None
 
     async def logs(self, sandbox_id: str, limit: int) -> list[str]:
-        path = self._dir(sandbox_id) / "console.log"
-
-        def tail() -> list[str]:
-            with path.open(errors="replace") as f:
-                return [line.rstrip("\n") for line in deque(f, maxlen=limit)]
-
-        try:
-            return await asyncio.to_thread(tail)
-        except FileNotFoundError:
-            return []
+        return await console.tail(self._dir(sandbox_id) / "console.log", limit)
 
 
 async def _start_qemu(argv: list[str], log_path: Path) -> None:
