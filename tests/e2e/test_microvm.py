@@ -7,7 +7,9 @@ the gVisor stack's."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -142,3 +144,20 @@ def test_kill_removes_the_vm_its_disk_layer_and_its_network(vm_stack, vm_conn):
     assert _gone(pid)
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"corral-{sbx.sandbox_id}" not in namespaces
+
+
+def test_a_restarted_node_agent_keeps_the_running_vms(vm_stack, vm_conn):
+    sbx = Sandbox.create(**vm_conn)
+    try:
+        sbx.files.write("/home/user/kept.txt", "through the restart")
+        pid = (_run_dir(vm_stack, sbx.sandbox_id) / "qemu.pid").read_text()
+        vm_stack.stop_service("nodeagent", signal.SIGKILL)
+        vm_stack.start_service("nodeagent")
+        asyncio.run(vm_stack.wait_node(vm_stack.config.node_id))
+        # The same VM, adopted: not restarted, its files and its QEMU as they were.
+        assert (_run_dir(vm_stack, sbx.sandbox_id) / "qemu.pid").read_text() == pid
+        assert sbx.files.read("/home/user/kept.txt") == "through the restart"
+        assert sbx.is_running()
+    finally:
+        assert sbx.kill() is True
+    assert not _run_dir(vm_stack, sbx.sandbox_id).exists()
