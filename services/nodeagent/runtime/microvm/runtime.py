@@ -237,7 +237,7 @@ class MicroVMRuntime:
     async def _settle_guest(self, sandbox_id: str) -> None:
         """Waits until the booted guest is idle. Whatever it still does after envd answers
         (deferred kernel and start-up work) would otherwise be done again by every clone,
-        each writing its own copies of the pages involved: 10 MB more per clone here."""
+        each writing its own copies of the pages involved."""
         pid = await asyncio.to_thread(_qemu_pid, self._dir(sandbox_id))
         if pid is None:
             return
