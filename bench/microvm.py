@@ -36,7 +36,8 @@ from libs.ids import new_sandbox_id
 from services.nodeagent import envd_client
 from services.nodeagent.runtime.base import RunningSandbox
 from services.nodeagent.runtime.microvm.probe import choose_accelerator
-from services.nodeagent.runtime.microvm.runtime import MicroVMRuntime, vm_memory_kb
+from services.nodeagent.runtime.microvm.process import vm_memory_kb
+from services.nodeagent.runtime.microvm.runtime import MicroVMRuntime
 from services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR
 

@@ -19,7 +19,7 @@ import pytest
 from e2b import Sandbox
 
 from libs.stack import LocalStack
-from services.nodeagent.runtime.microvm.runtime import vm_memory_kb
+from services.nodeagent.runtime.microvm.process import vm_memory_kb
 
 from .conftest import TEMPLATE_DIR, running_stack, stack_available
 

@@ -21,6 +21,10 @@ from pathlib import Path
 from .vm_network import GUEST_ADDRESS, GUEST_MAC, PREFIX, TAP, TAP_ADDRESS
 
 QEMU = "qemu-system-x86_64"
+# In each VM's run directory:
+QMP_SOCKET = "qmp.sock"
+PIDFILE = "qemu.pid"
+CONSOLE_LOG = "console.log"
 # TCG keeps translated code in a cache (1 GiB by default) that fills as code runs: in a
 # clone it is private memory, so clones get a small one. A VM that boots (a template) runs
 # far more distinct code, and a small cache would retranslate it over and over.
@@ -53,15 +57,15 @@ class VmConfig:
 
     @property
     def qmp_socket(self) -> Path:
-        return self.run_dir / "qmp.sock"
+        return self.run_dir / QMP_SOCKET
 
     @property
     def pidfile(self) -> Path:
-        return self.run_dir / "qemu.pid"
+        return self.run_dir / PIDFILE
 
     @property
     def console_log(self) -> Path:
-        return self.run_dir / "console.log"
+        return self.run_dir / CONSOLE_LOG
 
 
 def kernel_cmdline(config: VmConfig) -> str:

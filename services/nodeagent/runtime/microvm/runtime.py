@@ -16,12 +16,10 @@ Images this runtime writes (`checkpoint.img` is always written last, by rename):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
 import shutil
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,9 +30,9 @@ from ... import network
 from ...commands import CommandFailed, run
 from .. import console
 from ..base import CHECKPOINT_FILE, RestartFailed, RunningSandbox, SandboxSpec, SandboxStats
-from . import qmp, vm_network
+from . import process, qmp, vm_network
 from .guest import Guest, ensure_guest
-from .qemu import Memory, VmConfig, qemu_argv
+from .qemu import CONSOLE_LOG, QMP_SOCKET, Memory, VmConfig, qemu_argv
 from .root_image import ensure_root_image
 
 log = logging.getLogger(__name__)
@@ -46,12 +44,6 @@ PARTIAL_STATE = "checkpoint.partial"
 # Bumped when the VM's devices or layout change (qemu.py): older template snapshots would
 # not load into it.
 VM_FORMAT_VERSION = 1
-# A template is idle (and ready to be snapshotted) after this many windows in a row below
-# this share of a core; at most SETTLE_MAX_S after envd first answers.
-SETTLE_WINDOW_S = 1.0
-SETTLE_QUIET_WINDOWS = 3
-SETTLE_IDLE_CPU = 0.15
-SETTLE_MAX_S = 90.0
 
 
 class VmRecord(msgspec.Struct):
@@ -85,7 +77,7 @@ class MicroVMRuntime:
         self.image_format = f"{accel}-v{VM_FORMAT_VERSION}"
         self._guest: Guest | None = None
         self._guest_lock = asyncio.Lock()
-        self._tsc_khz = _host_tsc_khz() if accel == "tcg" else None
+        self._tsc_khz = process.host_tsc_khz() if accel == "tcg" else None
 
     def _dir(self, sandbox_id: str) -> Path:
         return self._sandboxes / sandbox_id
@@ -101,7 +93,16 @@ class MicroVMRuntime:
         directory = self._guest_dir / name
         return Guest(directory / "vmlinux", directory / "initramfs.img")
 
-    def _config(self, spec: SandboxSpec, guest: Guest, root: Path, layers: tuple[Path, ...]) -> VmConfig:
+    def _config(
+        self,
+        spec: SandboxSpec,
+        guest: Guest,
+        root: Path,
+        layers: tuple[Path, ...],
+        memory: Memory,
+        memory_file: Path | None,
+        incoming: bool,
+    ) -> VmConfig:
         return VmConfig(
             kernel=guest.kernel,
             initramfs=guest.initramfs,
@@ -112,6 +113,9 @@ class MicroVMRuntime:
             init=tuple(spec.init),
             run_dir=self._dir(spec.sandbox_id),
             accel=self.accel,
+            memory=memory,
+            memory_file=memory_file,
+            incoming=incoming,
             tsc_khz=self._tsc_khz,
         )
 
@@ -191,15 +195,15 @@ class MicroVMRuntime:
                 )  # fmt: skip
             record = self._record(spec, net, guest, base_layers)
             await asyncio.to_thread((run_dir / VM_FILE).write_bytes, msgspec.json.encode(record))
-            config = self._config(spec, guest, root, (*layers, own))
             if clone_of is not None:
-                config = _with(config, memory=Memory.PRIVATE_FILE, memory_file=clone_of / MEMORY_FILE)
-            elif memory_file is not None:
-                config = _with(config, memory=Memory.SHARED_FILE, memory_file=memory_file)
-            if state is not None:
-                config = _with(config, incoming=True)
+                memory, memory_file = Memory.PRIVATE_FILE, clone_of / MEMORY_FILE
+            else:
+                memory = Memory.ANONYMOUS if memory_file is None else Memory.SHARED_FILE
+            config = self._config(spec, guest, root, (*layers, own), memory, memory_file, state is not None)
             await vm_network.create(net)
-            await _start_qemu(["ip", "netns", "exec", net.netns, *qemu_argv(config)], run_dir / "qemu.log")
+            await process.start_qemu(
+                ["ip", "netns", "exec", net.netns, *qemu_argv(config)], run_dir / "qemu.log"
+            )
             if state is not None:
                 async with qmp.connected(config.qmp_socket) as client:
                     await qmp.load(client, state / CHECKPOINT_FILE, ignore_shared=clone_of is not None)
@@ -226,29 +230,20 @@ class MicroVMRuntime:
                 memory_file=image_dir / MEMORY_FILE,
             )
             await until_ready(sandbox)
-            await self._settle_guest(spec.sandbox_id)
+            # Whatever the guest still does after envd answers (deferred kernel and start-up
+            # work) would be done again by every clone, each writing its own copies of the
+            # pages involved: it is snapshotted once idle.
+            pid = await asyncio.to_thread(process.qemu_pid, self._dir(spec.sandbox_id))
+            if pid is not None:
+                await process.wait_until_idle(pid)
             await self._save(spec.sandbox_id, image_dir, ignore_shared=True)
-            record = _with_record(await self._read(spec.sandbox_id), template_image=True, base_layers=[])
+            record = msgspec.structs.replace(
+                await self._read(spec.sandbox_id), template_image=True, base_layers=[]
+            )
             await asyncio.to_thread((image_dir / VM_FILE).write_bytes, msgspec.json.encode(record))
             await asyncio.to_thread(os.rename, image_dir / PARTIAL_STATE, image_dir / CHECKPOINT_FILE)
         finally:
             await self.kill(spec.sandbox_id)
-
-    async def _settle_guest(self, sandbox_id: str) -> None:
-        """Waits until the booted guest is idle. Whatever it still does after envd answers
-        (deferred kernel and start-up work) would otherwise be done again by every clone,
-        each writing its own copies of the pages involved."""
-        pid = await asyncio.to_thread(_qemu_pid, self._dir(sandbox_id))
-        if pid is None:
-            return
-        deadline = time.monotonic() + SETTLE_MAX_S
-        quiet = 0
-        before = await asyncio.to_thread(_cpu_seconds, pid)
-        while quiet < SETTLE_QUIET_WINDOWS and time.monotonic() < deadline:
-            await asyncio.sleep(SETTLE_WINDOW_S)
-            now = await asyncio.to_thread(_cpu_seconds, pid)
-            quiet = quiet + 1 if (now - before) / SETTLE_WINDOW_S < SETTLE_IDLE_CPU else 0
-            before = now
 
     async def _read(self, sandbox_id: str) -> VmRecord:
         record = await asyncio.to_thread(_read_record, self._dir(sandbox_id))
@@ -260,12 +255,10 @@ class MicroVMRuntime:
         """Stops the VM and writes its state and its own disk layer into `image_dir` (the
         state as `PARTIAL_STATE`: the caller renames it when the image is whole)."""
         await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
-        async with qmp.connected(self._dir(sandbox_id) / "qmp.sock") as client:
+        async with qmp.connected(self._dir(sandbox_id) / QMP_SOCKET) as client:
             await qmp.save(client, image_dir / PARTIAL_STATE, ignore_shared=ignore_shared)
         # The migration flushed and released the disk: its file is complete now.
-        source = self._dir(sandbox_id) / DISK_FILE
-        if image_dir != source.parent:
-            await run("cp", "--sparse=always", str(source), str(image_dir / DISK_FILE))
+        await run("cp", "--sparse=always", str(self._dir(sandbox_id) / DISK_FILE), str(image_dir / DISK_FILE))
 
     async def _save_full(self, sandbox_id: str, image_dir: Path) -> None:
         record = await self._read(sandbox_id)
@@ -289,7 +282,7 @@ class MicroVMRuntime:
     async def wake_envd(self, sandbox_id: str) -> None:
         """Runs the guest again if a save (or a crash during one) left it stopped; envd
         kept its sockets through the save."""
-        async with qmp.connected(self._dir(sandbox_id) / "qmp.sock") as client:
+        async with qmp.connected(self._dir(sandbox_id) / QMP_SOCKET) as client:
             await qmp.resume(client)
 
     async def settle(self, timeout_s: float) -> None:
@@ -299,7 +292,7 @@ class MicroVMRuntime:
         for sandbox in await self.list():
             while time.monotonic() < deadline:
                 try:
-                    async with qmp.connected(self._dir(sandbox.sandbox_id) / "qmp.sock", 2) as client:
+                    async with qmp.connected(self._dir(sandbox.sandbox_id) / QMP_SOCKET, 2) as client:
                         status = (await client.execute("query-migrate")).get("status")
                 except Exception:
                     break
@@ -320,9 +313,9 @@ class MicroVMRuntime:
 
     async def _remove(self, sandbox_id: str, net: network.SandboxNetwork | None) -> None:
         run_dir = self._dir(sandbox_id)
-        pid = await asyncio.to_thread(_qemu_pid, run_dir)
+        pid = await asyncio.to_thread(process.qemu_pid, run_dir)
         if pid is not None:
-            await _kill_and_wait(pid)
+            await process.kill_and_wait(pid)
         if net is not None:
             await network.destroy(net)
         await asyncio.to_thread(shutil.rmtree, run_dir, True)
@@ -334,7 +327,7 @@ class MicroVMRuntime:
             found = []
             for run_dir in self._sandboxes.iterdir():
                 record = _read_record(run_dir)
-                if record is not None and _qemu_pid(run_dir) is not None:
+                if record is not None and process.qemu_pid(run_dir) is not None:
                     found.append(record.running())
             return found
 
@@ -348,47 +341,16 @@ class MicroVMRuntime:
         return sorted(set(names) - running)
 
     async def stats(self, sandbox_id: str) -> SandboxStats | None:
-        pid = await asyncio.to_thread(_qemu_pid, self._dir(sandbox_id))
+        pid = await asyncio.to_thread(process.qemu_pid, self._dir(sandbox_id))
         if pid is None:
             return None
         try:
-            return await asyncio.to_thread(_process_stats, pid)
+            return await asyncio.to_thread(process.process_stats, pid)
         except (OSError, ValueError):
             return None
 
     async def logs(self, sandbox_id: str, limit: int) -> list[str]:
-        return await console.tail(self._dir(sandbox_id) / "console.log", limit)
-
-
-async def _start_qemu(argv: list[str], log_path: Path) -> None:
-    """Runs QEMU until it daemonizes. Its output goes to a file, not a pipe: the daemon
-    keeps the descriptors it started with, and a pipe would never reach its end."""
-    log_file = await asyncio.to_thread(log_path.open, "ab")
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file
-        )
-        started = asyncio.ensure_future(process.wait())
-        try:
-            returncode = await asyncio.shield(started)
-        except asyncio.CancelledError:
-            # Let it finish daemonizing (a moment): the caller's clean-up then finds its
-            # pid file, instead of leaving a VM nobody knows of.
-            await started
-            raise
-        if returncode != 0:
-            tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-2000:]
-            raise CommandFailed(f"QEMU did not start: {tail}")
-    finally:
-        log_file.close()
-
-
-def _with(config: VmConfig, **changes: object) -> VmConfig:
-    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-
-
-def _with_record(record: VmRecord, **changes: object) -> VmRecord:
-    return msgspec.structs.replace(record, **changes)
+        return await console.tail(self._dir(sandbox_id) / CONSOLE_LOG, limit)
 
 
 def _read_record(directory: Path) -> VmRecord | None:
@@ -396,69 +358,3 @@ def _read_record(directory: Path) -> VmRecord | None:
         return msgspec.json.decode((directory / VM_FILE).read_bytes(), type=VmRecord)
     except (OSError, msgspec.DecodeError):
         return None
-
-
-def _qemu_pid(run_dir: Path) -> int | None:
-    """The pid of the sandbox's QEMU if it still runs (and is that QEMU, not a reused pid)."""
-    try:
-        pid = int((run_dir / "qemu.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return pid if str(run_dir).encode() in cmdline else None
-
-
-async def _kill_and_wait(pid: int, timeout_s: float = 10.0) -> None:
-    """SIGKILLs a QEMU (not this process's child: it daemonized) and waits until it is
-    gone, through a pidfd, so its files and tap are free afterwards."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
-    try:
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(exited, timeout_s)
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    """A process's memory totals (kB) from smaps_rollup: `Pss`, `Pss_Anon` (what only this
-    VM holds), `Pss_File` (its share of file pages: a clone's template RAM), ..."""
-    totals = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value, *_ = line.split()
-        totals[name.rstrip(":")] = int(value)
-    return totals
-
-
-def vm_memory_kb(run_dir: Path) -> dict[str, int]:
-    """`memory_kb` of the VM whose sandbox directory is `run_dir`."""
-    pid = _qemu_pid(run_dir)
-    if pid is None:
-        raise ProcessLookupError(f"no VM runs for {run_dir}")
-    return memory_kb(pid)
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _process_stats(pid: int) -> SandboxStats:
-    return SandboxStats(memory_bytes=memory_kb(pid)["Pss"] * 1024, cpu_seconds=_cpu_seconds(pid))
-
-
-def _host_tsc_khz() -> int | None:
-    """The host's TSC rate, which a TCG guest's TSC runs at."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return int(float(line.split(":")[1]) * 1000)
-    return None
