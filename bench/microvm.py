@@ -35,6 +35,7 @@ from libs.cli.up import ensure_template
 from libs.ids import new_sandbox_id
 from services.nodeagent import envd_client
 from services.nodeagent.runtime.base import RunningSandbox
+from services.nodeagent.runtime.microvm.guest import Guest, ensure_guest
 from services.nodeagent.runtime.microvm.probe import choose_accelerator
 from services.nodeagent.runtime.microvm.process import vm_memory_kb
 from services.nodeagent.runtime.microvm.runtime import MicroVMRuntime
@@ -57,10 +58,13 @@ async def bench(clone_count: int, accel_wanted: str) -> dict[str, object]:
     assert manifest is not None
     data_dir = Path(tempfile.mkdtemp(prefix="corral-bench-microvm-"))
     guest_dir = TEMPLATE_DIR / ".microvm-guest"
-    probe_runtime = MicroVMRuntime(data_dir, guest_dir, accel="tcg")
-    accel = await choose_accelerator(accel_wanted, probe_runtime.guest, guest_dir)
-    runtime = MicroVMRuntime(data_dir, guest_dir, accel=accel)
-    await runtime.guest()  # made before timing starts
+    guest = await asyncio.to_thread(ensure_guest, guest_dir)  # made before timing starts
+
+    async def made() -> Guest:
+        return guest
+
+    accel = await choose_accelerator(accel_wanted, made, guest_dir)
+    runtime = MicroVMRuntime(data_dir, guest_dir, accel=accel, guest=guest)
     image = TEMPLATE_DIR / "base" / f".bench-snapshot-{time.time_ns()}"
     http = httpx.AsyncClient()
     clones: list[RunningSandbox] = []

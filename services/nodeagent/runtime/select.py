@@ -3,12 +3,14 @@ KVM really works and gVisor elsewhere."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from ..settings import NodeSettings
 from .base import Runtime
 from .gvisor import GVisorRuntime
+from .microvm.guest import Guest, ensure_guest
 from .microvm.probe import choose_accelerator
 from .microvm.runtime import MicroVMRuntime
 
@@ -27,15 +29,21 @@ async def choose_runtime(settings: NodeSettings, template_dir: Path) -> Runtime:
     if settings.runtime == "gvisor":
         return GVisorRuntime(data_dir, platform=settings.gvisor_platform)
     guest_dir = template_dir / ".microvm-guest"
-    # The guest is only made when the probe needs it or a microVM starts.
-    probe_runtime = MicroVMRuntime(data_dir, guest_dir, accel="tcg")
+    made: list[Guest] = []
+
+    async def guest() -> Guest:
+        """Made only if the probe needs it; the runtime then starts with it."""
+        if not made:
+            made.append(await asyncio.to_thread(ensure_guest, guest_dir))
+        return made[0]
+
     requested = settings.microvm_accel
     if settings.runtime == "auto" and requested == "tcg":
         requested = "auto"  # auto means: microVMs only with KVM
-    accel = await choose_accelerator(requested, probe_runtime.guest, guest_dir)
+    accel = await choose_accelerator(requested, guest, guest_dir)
     if settings.runtime == "auto" and accel != "kvm":
         log.info("no usable KVM: sandboxes run on gVisor")
         return GVisorRuntime(data_dir, platform=settings.gvisor_platform)
     if accel == "tcg":
         settings.envd_ready_timeout_s = max(settings.envd_ready_timeout_s, TCG_READY_TIMEOUT_S)
-    return MicroVMRuntime(data_dir, guest_dir, accel=accel)
+    return MicroVMRuntime(data_dir, guest_dir, accel=accel, guest=made[0] if made else None)

@@ -70,12 +70,12 @@ class MicroVMRuntime:
     # A VM's snapshot keeps its guest's sockets as they are: envd need not let go of them.
     releases_sockets = False
 
-    def __init__(self, state_dir: Path, guest_dir: Path, accel: str) -> None:
+    def __init__(self, state_dir: Path, guest_dir: Path, accel: str, guest: Guest | None = None) -> None:
         self._sandboxes = state_dir / "microvm"
         self._guest_dir = guest_dir
         self.accel = accel
         self.image_format = f"{accel}-v{VM_FORMAT_VERSION}"
-        self._guest: Guest | None = None
+        self._guest = guest  # made on first use when not given
         self._guest_lock = asyncio.Lock()
         self._tsc_khz = process.host_tsc_khz() if accel == "tcg" else None
 
