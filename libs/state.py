@@ -12,6 +12,7 @@ from libs.contracts import keys
 from libs.contracts.records import (
     SNAPSHOT_DEFAULT_TAG,
     ApiKeyRecord,
+    EgressDenial,
     NodeRecord,
     SandboxRecord,
     SnapshotRecord,
@@ -21,6 +22,10 @@ from libs.contracts.records import (
 R = TypeVar("R", bound=msgspec.Struct)
 
 _encoder = msgspec.json.Encoder()
+
+# Denials kept per sandbox (newest first), and for how long after the last one.
+DENIALS_KEPT = 1000
+DENIALS_TTL_S = 7 * 24 * 3600
 
 # Reserve a slot in an owner's concurrency budget: add the sandbox id unless the set is full.
 _RENEW_LOCK = """
@@ -108,12 +113,29 @@ class Store:
 
     async def delete_sandbox(self, record: SandboxRecord) -> None:
         async with self.redis.pipeline(transaction=True) as tx:
-            tx.delete(keys.sandbox(record.sandbox_id))
+            tx.delete(keys.sandbox(record.sandbox_id), keys.sandbox_denials(record.sandbox_id))
             tx.zrem(keys.SANDBOX_INDEX, record.sandbox_id)
             tx.zrem(keys.LEASES, record.sandbox_id)
             tx.srem(keys.node_sandboxes(record.node_id), record.sandbox_id)
             tx.srem(keys.owner_sandboxes(record.owner), record.sandbox_id)
             await tx.execute()
+
+    async def set_egress(self, record: SandboxRecord) -> None:
+        """Stores a sandbox's new egress policy; a sandbox deleted meanwhile stays deleted."""
+        await self.redis.set(keys.sandbox(record.sandbox_id), _encoder.encode(record), xx=True)
+
+    async def add_denials(self, sandbox_id: str, denials: list[EgressDenial]) -> None:
+        """Adds denials, oldest first (each goes to the head of the list)."""
+        key = keys.sandbox_denials(sandbox_id)
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.lpush(key, *(_encoder.encode(d) for d in denials))
+            tx.ltrim(key, 0, DENIALS_KEPT - 1)
+            tx.expire(key, DENIALS_TTL_S)
+            await tx.execute()
+
+    async def denials(self, sandbox_id: str, limit: int) -> list[EgressDenial]:
+        raw = await self.redis.lrange(keys.sandbox_denials(sandbox_id), 0, limit - 1)
+        return [msgspec.json.decode(item, type=EgressDenial) for item in raw]
 
     async def expired_leases(self, now: float, limit: int = 100) -> list[str]:
         raw = await self.redis.zrangebyscore(keys.LEASES, "-inf", now, start=0, num=limit)

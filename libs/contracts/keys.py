@@ -17,6 +17,11 @@ def sandbox(sandbox_id: str) -> str:
     return f"{PREFIX}:sbx:{sandbox_id}"
 
 
+def sandbox_denials(sandbox_id: str) -> str:
+    """LIST of EgressDenial records of a sandbox, newest first (capped, expiring)."""
+    return f"{PREFIX}:sbx:{sandbox_id}:denials"
+
+
 def node(node_id: str) -> str:
     return f"{PREFIX}:node:{node_id}"
 

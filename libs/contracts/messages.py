@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .records import SandboxRecord, SnapshotRecord
+from .records import EgressPolicy, SandboxRecord, SnapshotRecord
 
 
 class Failure(msgspec.Struct, kw_only=True):
@@ -22,6 +22,9 @@ class PlaceRequest(msgspec.Struct, kw_only=True):
     env_vars: dict[str, str] = {}
     secure: bool = True
     allow_public_traffic: bool = True
+    mask_request_host: str | None = None
+    # None: the source's (a snapshot's policy, else the default: internet allowed).
+    egress: EgressPolicy | None = None
     auto_pause: bool = False
     auto_resume: bool = False
 
@@ -55,6 +58,7 @@ class NodeCreateRequest(msgspec.Struct, kw_only=True):
     envd_access_token: str | None = None
     cpu_count: int
     memory_mb: int
+    egress: EgressPolicy = EgressPolicy()
     # Restore this node's snapshot image instead of a template clone; its envd holds the
     # token it was taken with.
     snapshot_image_id: str = ""
@@ -124,6 +128,24 @@ class NodeResumeRequest(msgspec.Struct, kw_only=True):
     template_id: str
     env_vars: dict[str, str] = {}
     envd_access_token: str | None = None
+    egress: EgressPolicy = EgressPolicy()
+
+
+class NetworkUpdateRequest(msgspec.Struct, kw_only=True):
+    """Replaces a sandbox's egress policy (running: live on its node; paused: on resume)."""
+
+    sandbox_id: str
+    egress: EgressPolicy
+
+
+class NodeEgressRequest(msgspec.Struct, kw_only=True):
+    sandbox_id: str
+    egress: EgressPolicy
+
+
+class NodeEgressReply(msgspec.Struct, kw_only=True):
+    applied: bool = False
+    error: Failure | None = None
 
 
 class SnapshotRequest(msgspec.Struct, kw_only=True):

@@ -13,6 +13,27 @@ NODE_READY = "ready"
 NODE_DOWN = "down"
 
 
+class EgressPolicy(msgspec.Struct, kw_only=True, frozen=True):
+    """Where a sandbox may connect (E2B's `allow_internet_access` and `network.allowOut` /
+    `denyOut`), normalised by `libs.egress_policy.parse`. Allow beats deny beats the default,
+    which is allow; the always-denied ranges hold whatever this says."""
+
+    allow_out: list[str] = []  # IPs and CIDRs, `domain` and `*.domain`
+    deny_out: list[str] = []  # IPs and CIDRs
+    allow_internet_access: bool = True  # False: `0.0.0.0/0` is denied
+
+
+class EgressDenial(msgspec.Struct, kw_only=True, frozen=True):
+    """One connection a sandbox's policy refused."""
+
+    at: float
+    protocol: str  # tcp, udp, icmp, ...
+    destination: str  # the address the sandbox asked for
+    port: int = 0
+    name: str | None = None  # the HTTP Host or TLS SNI it named, when known
+    rule: str  # always-deny, deny-out, not-allowed
+
+
 class SandboxRecord(msgspec.Struct, kw_only=True):
     sandbox_id: str
     template_id: str
@@ -32,8 +53,9 @@ class SandboxRecord(msgspec.Struct, kw_only=True):
     end_at: float
     state: str = SANDBOX_RUNNING
     owner: str  # hash of the API key that created it
-    # Sandboxes have no egress yet (their namespace routes nowhere but to the node).
-    allow_internet_access: bool = False
+    egress: EgressPolicy = EgressPolicy()
+    # What the sandbox sees as the Host of proxied requests (`${PORT}` is the port).
+    mask_request_host: str | None = None
     timeout_s: int = 300  # the lease a resume grants
     auto_pause: bool = False  # pause instead of kill when the lease ends
     auto_resume: bool = False  # traffic through the proxy resumes it
@@ -56,6 +78,7 @@ class SnapshotRecord(msgspec.Struct, kw_only=True):
     envd_access_token: str | None = None  # the token its envd holds (personalising needs it)
     env_vars: dict[str, str] = {}
     metadata: dict[str, str] = {}
+    egress: EgressPolicy = EgressPolicy()  # what sandboxes created from it get by default
     cpu_count: int
     memory_mb: int
     disk_mb: int

@@ -12,6 +12,7 @@ RESUME = "corral.scheduler.resume"  # ResumeRequest -> SandboxReply
 SNAPSHOT = "corral.scheduler.snapshot"  # SnapshotRequest -> SnapshotReply
 DELETE_SNAPSHOT = "corral.scheduler.snapshot-delete"  # DeleteSnapshotRequest -> KillReply
 FORK = "corral.scheduler.fork"  # ForkRequest -> ForkReply
+NETWORK = "corral.scheduler.network"  # NetworkUpdateRequest -> SandboxReply
 
 # Published (no reply): a sandbox stopped being reachable; proxies drop their routes.
 SANDBOX_GONE = "corral.events.sandbox.gone"  # SandboxGone
@@ -32,3 +33,4 @@ NODE_PAUSE = "pause"  # NodePauseRequest -> NodePauseReply
 NODE_RESUME = "resume"  # NodeResumeRequest -> NodeCreateReply
 NODE_SNAPSHOT = "snapshot"  # NodeSnapshotRequest -> NodeSnapshotReply
 NODE_DELETE_SNAPSHOT = "snapshot-delete"  # NodeDeleteSnapshotRequest -> KillReply
+NODE_EGRESS = "egress"  # NodeEgressRequest -> NodeEgressReply

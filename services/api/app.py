@@ -13,6 +13,7 @@ from libs.state import Store
 
 from .auth import Authenticator
 from .errors import ApiError, error_response
+from .routes.network import NetworkRoutes
 from .routes.sandboxes import SandboxRoutes
 from .routes.snapshots import SnapshotRoutes
 from .routes.templates import TemplateRoutes
@@ -37,6 +38,7 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
     sandboxes = SandboxRoutes(bus, store, auth, domain, place_timeout_s)
     templates = TemplateRoutes(store, auth)
     snapshots = SnapshotRoutes(bus, store, auth, domain)
+    network = NetworkRoutes(bus, store, auth)
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/sandboxes", sandboxes.create_v1, methods=["POST"]),
@@ -52,6 +54,8 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
         Route("/sandboxes/{sandbox_id}/logs", sandboxes.logs, methods=["GET"]),
         Route("/sandboxes/{sandbox_id}/pause", sandboxes.pause, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/resume", sandboxes.resume, methods=["POST"]),
+        Route("/sandboxes/{sandbox_id}/network", network.update, methods=["PUT"]),
+        Route("/sandboxes/{sandbox_id}/network/denials", network.denials, methods=["GET"]),
         Route("/sandboxes/{sandbox_id}/snapshots", snapshots.create, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/fork", snapshots.fork, methods=["POST"]),
         Route("/snapshots", snapshots.list, methods=["GET"]),

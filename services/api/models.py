@@ -7,14 +7,34 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from libs.contracts.records import SANDBOX_PAUSED, SandboxRecord
+from libs.contracts.records import SANDBOX_PAUSED, EgressDenial, SandboxRecord
 
 # The reference API always returns this legacy value.
 CLIENT_ID = "6532622b"
 
 
 class NetworkConfig(msgspec.Struct, rename="camel", kw_only=True):
+    """SandboxNetworkConfig (create)."""
+
     allow_public_traffic: bool = True
+    allow_out: list[str] | None = None
+    deny_out: list[str] | None = None
+    dns_servers: list[str] | None = None
+    mask_request_host: str | None = None
+    egress_proxy: dict[str, object] | None = None
+    https_ports: list[int] | None = None
+    rules: dict[str, object] | None = None
+
+
+class NetworkUpdate(msgspec.Struct, rename="camel", kw_only=True):
+    """SandboxNetworkUpdateConfig (`PUT /sandboxes/{id}/network`): omitted fields are cleared."""
+
+    allow_out: list[str] | None = None
+    deny_out: list[str] | None = None
+    dns_servers: list[str] | None = None
+    egress_proxy: dict[str, object] | None = None
+    rules: dict[str, object] | None = None
+    allow_internet_access: bool | None = msgspec.field(default=None, name="allow_internet_access")
 
 
 class AutoResume(msgspec.Struct, kw_only=True):
@@ -85,10 +105,33 @@ def listed_body(record: SandboxRecord) -> dict[str, object]:
     return body
 
 
+def network_body(record: SandboxRecord) -> dict[str, object]:
+    body: dict[str, object] = {
+        "allowPublicTraffic": record.traffic_access_token is None,
+        "allowOut": record.egress.allow_out,
+        "denyOut": record.egress.deny_out,
+    }
+    if record.mask_request_host is not None:
+        body["maskRequestHost"] = record.mask_request_host
+    return body
+
+
+def denial_body(denial: EgressDenial) -> dict[str, object]:
+    return {
+        "timestamp": rfc3339(denial.at),
+        "protocol": denial.protocol,
+        "destination": denial.destination,
+        "port": denial.port,
+        "name": denial.name,
+        "rule": denial.rule,
+    }
+
+
 def detail_body(record: SandboxRecord, domain: str) -> dict[str, object]:
     body = listed_body(record)
     body["domain"] = domain
-    body["allowInternetAccess"] = record.allow_internet_access
+    body["allowInternetAccess"] = record.egress.allow_internet_access
+    body["network"] = network_body(record)
     body["lifecycle"] = {
         "autoResume": record.auto_resume,
         "onTimeout": "pause" if record.auto_pause else "kill",

@@ -21,6 +21,8 @@ from libs.contracts.messages import (
     NodeCreateReply,
     NodeCreateRequest,
     NodeDeleteSnapshotRequest,
+    NodeEgressReply,
+    NodeEgressRequest,
     NodeKillRequest,
     NodeListReply,
     NodeListRequest,
@@ -37,6 +39,7 @@ from libs.state import Store
 
 from . import envd_client
 from .checkpoints import Checkpoints
+from .egress.service import Egress
 from .pool import WarmPool
 from .running import RunningSandboxes
 from .runtime.base import RunningSandbox, Runtime
@@ -64,7 +67,8 @@ class NodeAgent:
         self.store = store
         self.templates = TemplateStore(settings.template_root, runtime.name)
         self.slots = Slots(settings.slot_base, settings.max_sandboxes)
-        self.running = RunningSandboxes(self.slots)
+        self.egress = Egress(settings, store)
+        self.running = RunningSandboxes(self.slots, self.egress)
         self._started_at = time.time()
         self._http = httpx.AsyncClient()
         self.checkpoints = Checkpoints(
@@ -82,6 +86,7 @@ class NodeAgent:
         return subjects.node_subject(self.settings.node_id, verb)
 
     async def start(self) -> None:
+        await self.egress.start()
         await self.adopt()
         checkpoints = self.checkpoints
         handlers: list[tuple[str, type[msgspec.Struct], Callable[[Any], Awaitable[msgspec.Struct]]]] = [
@@ -93,6 +98,7 @@ class NodeAgent:
             (subjects.NODE_RESUME, NodeResumeRequest, checkpoints.resume),
             (subjects.NODE_SNAPSHOT, NodeSnapshotRequest, checkpoints.snapshot),
             (subjects.NODE_DELETE_SNAPSHOT, NodeDeleteSnapshotRequest, checkpoints.delete_snapshot),
+            (subjects.NODE_EGRESS, NodeEgressRequest, self.update_egress),
         ]
         for verb, request_type, handler in handlers:
             await self.bus.serve(self.subject(verb), request_type, handler)
@@ -110,6 +116,7 @@ class NodeAgent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.drain()
+        await self.egress.stop()
         await self._http.aclose()
 
     async def _every(self, period_s: float, step: Callable[[], Awaitable[None]]) -> None:
@@ -130,18 +137,21 @@ class NodeAgent:
         recorded = set(await self.store.node_sandbox_ids(self.settings.node_id))
         for sandbox in await self.runtime.list():
             sandbox_id = sandbox.sandbox_id
-            if sandbox_id not in recorded or not await self.checkpoints.recover_running(sandbox):
+            record = await self.store.sandbox(sandbox_id) if sandbox_id in recorded else None
+            if record is None or not await self.checkpoints.recover_running(sandbox):
                 log.info("killing sandbox %s: unrecorded, or a resume cut short", sandbox_id)
                 await self.runtime.kill(sandbox_id)
                 continue
             self.slots.mark_used(sandbox.slot)
-            self.running.track(sandbox)
+            await self.running.track(sandbox, record.egress)
             log.info("re-adopted sandbox %s", sandbox_id)
         for sandbox_id in await self.runtime.leftovers():
             if sandbox_id in recorded and await self.checkpoints.recover_stopped(sandbox_id):
                 await self.bus.publish(subjects.SANDBOX_PAUSED, SandboxPaused(sandbox_id=sandbox_id))
             log.info("cleaning leftovers of sandbox %s", sandbox_id)
             await self.runtime.kill(sandbox_id)
+        slots = range(self.settings.slot_base, self.settings.slot_base + self.settings.max_sandboxes)
+        await self.egress.reconcile(slots)
         await self.reconcile()
 
     async def reconcile(self) -> None:
@@ -215,7 +225,7 @@ class NodeAgent:
             if sandbox is None:
                 sandbox = await self._boot(manifest, sandbox_id)
             sandbox_id = sandbox.sandbox_id
-            self.running.track(sandbox)
+            await self.running.track(sandbox, request.egress)
             await envd_client.init(
                 self._http,
                 sandbox.address,
@@ -249,12 +259,23 @@ class NodeAgent:
 
     async def _kill(self, sandbox_id: str) -> bool:
         """Kills a running sandbox or deletes a paused one's image."""
+        await self.running.forget(sandbox_id)
         killed = await self.runtime.kill(sandbox_id)
-        self.running.forget(sandbox_id)
         return await self.checkpoints.drop_paused(sandbox_id) or killed
 
     async def kill(self, request: NodeKillRequest) -> KillReply:
         return KillReply(killed=await self._kill(request.sandbox_id))
+
+    async def update_egress(self, request: NodeEgressRequest) -> NodeEgressReply:
+        if self.running.get(request.sandbox_id) is None:
+            message = f"sandbox '{request.sandbox_id}' is not running on this node"
+            return NodeEgressReply(error=Failure(status=409, message=message))
+        try:
+            applied = await self.egress.update(request.sandbox_id, request.egress)
+        except Exception as exc:
+            log.exception("egress update of %s failed", request.sandbox_id)
+            return NodeEgressReply(error=Failure(status=500, message=f"the policy was not applied: {exc}"))
+        return NodeEgressReply(applied=applied)
 
     async def list(self, request: NodeListRequest) -> NodeListReply:
         return NodeListReply(sandbox_ids=sorted(s.sandbox_id for s in await self.runtime.list()))

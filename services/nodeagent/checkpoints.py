@@ -92,8 +92,8 @@ class Checkpoints:
                     raise Refusal(500, f"pause failed, the sandbox keeps running: {exc}") from None
             except Refusal as refusal:
                 return NodePauseReply(error=refusal.failure)
+            await self._running.forget(sandbox_id)
             await self._runtime.kill(sandbox_id)  # the checkpoint stopped it: clear what is left
-            self._running.forget(sandbox_id)
             return NodePauseReply(paused=True)
 
     async def resume(self, request: NodeResumeRequest) -> NodeCreateReply:
@@ -150,8 +150,8 @@ class Checkpoints:
                     log.exception("snapshot of %s: the sandbox did not go on; it is paused", sandbox_id)
                     paused = self.images.paused(sandbox_id)
                     await asyncio.to_thread(shutil.copytree, image, paused, copy_function=os.link)
+                    await self._running.forget(sandbox_id)
                     await self._runtime.kill(sandbox_id)
-                    self._running.forget(sandbox_id)
                     size = await asyncio.to_thread(self.images.size, image)
                     return NodeSnapshotReply(size_bytes=size, source_paused=True)
                 except Exception as exc:
@@ -259,6 +259,7 @@ class Checkpoints:
             await envd_client.wait_ready(
                 self._http, sandbox.address, self._settings.envd_ready_timeout_s, manifest.services
             )
+            await self._running.track(sandbox, request.egress)
             await envd_client.init(
                 self._http,
                 sandbox.address,
@@ -269,12 +270,12 @@ class Checkpoints:
             )
         except Exception as exc:
             log.exception("restore of %s failed", sandbox_id)
+            await self._running.forget(sandbox_id)
             await self._runtime.kill(sandbox_id)
             self._slots.release(slot)
             return NodeCreateReply(
                 error=Failure(status=500, message=f"sandbox did not start, its image is kept: {exc}")
             )
-        self._running.track(sandbox)
         return NodeCreateReply(
             sandbox_id=sandbox_id, host=sandbox.address, envd_version=manifest.envd_version
         )

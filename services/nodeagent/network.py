@@ -1,20 +1,24 @@
 """One network namespace per sandbox, joined to the node by a veth pair.
 
-Each sandbox gets slot i and the /30 at 198.18.0.0 + 4*i (198.18.0.0/15 is RFC 2544's
-benchmarking range: never routed, never anyone's real network): the node side is .1, the
-sandbox .2. The node reaches the sandbox's ports at the .2 address; nothing else is routed,
-so a sandbox has no egress.
+Each sandbox gets slot i and the /30 at 198.18.0.0 + 4*i (`libs/contracts/sandbox_net.py`):
+the node side is .1, the sandbox .2. The node reaches the sandbox's ports at the .2 address;
+what the sandbox sends out is the node's egress rules' to pass or drop (`egress/`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
+
+from libs.contracts.sandbox_net import HOST_IFACE_PREFIX, MAX_SLOTS, SANDBOX_RANGE
 
 from .commands import run
 
-BASE = ipaddress.IPv4Address("198.18.0.0")
-MAX_SLOTS = 1 << 15  # 198.18.0.0/15 in /30s
+__all__ = ["MAX_SLOTS", "SandboxNetwork", "address_sandbox", "create", "destroy"]
+
+BASE = ipaddress.ip_network(SANDBOX_RANGE).network_address
 NETNS_DIR = "/var/run/netns"
 
 
@@ -33,7 +37,7 @@ class SandboxNetwork:
 
     @property
     def host_veth(self) -> str:
-        return f"crv{self.slot}"
+        return f"{HOST_IFACE_PREFIX}{self.slot}"
 
     @property
     def gateway(self) -> str:
@@ -58,10 +62,17 @@ async def create(net: SandboxNetwork, inside: tuple[str, ...] = ()) -> None:
             f"link set {net.host_veth} up",
         ]
         await _batch(host_side)
+        await asyncio.to_thread(_route_localnet, net.host_veth)
         await _batch([f"link set {peer} name eth0", "link set lo up", *_address_commands(net), *inside], net)
     except BaseException:
         await destroy(net)
         raise
+
+
+def _route_localnet(host_veth: str) -> None:
+    """The node's resolver and egress proxy listen on 127.0.0.1; the egress rules send a
+    sandbox's DNS (and domain-policy TCP) there, which needs this on the sandbox's link."""
+    Path(f"/proc/sys/net/ipv4/conf/{host_veth}/route_localnet").write_text("1\n")
 
 
 def _address_commands(net: SandboxNetwork) -> list[str]:

@@ -1,17 +1,21 @@
 """The sandboxes this agent runs for the scheduler (warm clones are the pool's), each
-holding a network slot until it is forgotten."""
+holding a network slot and enforcing its egress policy until it is forgotten."""
 
 from __future__ import annotations
 
 import time
 
+from libs.contracts.records import EgressPolicy
+
+from .egress.service import Egress
 from .runtime.base import RunningSandbox
 from .slots import Slots
 
 
 class RunningSandboxes:
-    def __init__(self, slots: Slots) -> None:
+    def __init__(self, slots: Slots, egress: Egress) -> None:
         self._slots = slots
+        self._egress = egress
         self._by_id: dict[str, RunningSandbox] = {}
         self._since: dict[str, float] = {}
 
@@ -21,15 +25,18 @@ class RunningSandboxes:
     def get(self, sandbox_id: str) -> RunningSandbox | None:
         return self._by_id.get(sandbox_id)
 
-    def track(self, sandbox: RunningSandbox) -> None:
+    async def track(self, sandbox: RunningSandbox, egress: EgressPolicy) -> None:
+        """Ours from now on; its egress policy holds before anything else runs in it."""
+        await self._egress.attach(sandbox.sandbox_id, sandbox.slot, sandbox.address, egress)
         self._by_id[sandbox.sandbox_id] = sandbox
         self._since[sandbox.sandbox_id] = time.time()
 
-    def forget(self, sandbox_id: str) -> None:
-        """No longer ours (killed, paused): its slot is free again."""
+    async def forget(self, sandbox_id: str) -> None:
+        """No longer ours (killed, paused): its egress rules go and its slot is free again."""
         sandbox = self._by_id.pop(sandbox_id, None)
         self._since.pop(sandbox_id, None)
         if sandbox is not None:
+            await self._egress.detach(sandbox_id, sandbox.slot, sandbox.address)
             self._slots.release(sandbox.slot)
 
     def started_at(self, sandbox_id: str) -> float | None:

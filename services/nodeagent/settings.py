@@ -40,6 +40,14 @@ class NodeSettings(msgspec.Struct):
     pool_templates: str = ""
     # Restores for creates that found the pool empty, at a time (about the node's cores).
     create_restore_concurrency: int = 2
+    # Egress: ranges no policy opens besides the built-in private and reserved ones
+    # (comma-separated CIDRs); where sandbox DNS goes (empty: this host's resolv.conf, `none`:
+    # nowhere); names answered here first (/etc/hosts format); listening ports (0: any free).
+    egress_always_deny: str = ""
+    dns_upstreams: str = ""
+    dns_hosts: str = ""
+    dns_port: int = 0
+    egress_proxy_port: int = 0
     log_level: str = "INFO"
 
     @property

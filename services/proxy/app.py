@@ -50,6 +50,14 @@ def _end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in HOP_BY_HOP]
 
 
+def _masked(headers: list[tuple[bytes, bytes]], mask: str | None, port: int) -> list[tuple[bytes, bytes]]:
+    """The request's headers with the Host the sandbox is to see (`maskRequestHost`)."""
+    if mask is None:
+        return headers
+    host = mask.replace("${PORT}", str(port)).encode("latin-1")
+    return [(b"host", host) if k.lower() == b"host" else (k, v) for k, v in headers]
+
+
 def _error(status: int, body: dict[str, object]) -> tuple[int, bytes]:
     return status, json.dumps({**body, "code": status}).encode()
 
@@ -77,6 +85,9 @@ class SandboxProxy:
         timeout = httpx.Timeout(connect=connect_timeout_s, read=None, write=None, pool=None)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
         self._client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+        # The request goes upstream as the client sent it: none of httpx's own defaults
+        # (an Accept-Encoding the client never asked for gets it a body it cannot decode).
+        self._client.headers.clear()
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -152,8 +163,9 @@ class SandboxProxy:
 
         if not has_body:
             body_done.set()
+        headers = _masked(_end_to_end(scope["headers"]), route.mask_request_host, target.port)
         request = self._client.build_request(
-            scope["method"], url, headers=_end_to_end(scope["headers"]), content=body() if has_body else None
+            scope["method"], url, headers=headers, content=body() if has_body else None
         )
         try:
             response = await self._client.send(request, stream=True)

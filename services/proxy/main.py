@@ -19,7 +19,14 @@ async def serve(settings: ProxySettings) -> None:
         try:
             # Streams (commands, watches) stay open for hours; envd keepalives keep them busy.
             await serve_http(
-                proxy, settings.host, settings.port, ws="websockets-sansio", timeout_keep_alive=620
+                proxy,
+                settings.host,
+                settings.port,
+                ws="websockets-sansio",
+                timeout_keep_alive=620,
+                # The sandbox's response already says which server and when: not twice.
+                server_header=False,
+                date_header=False,
             )
         finally:
             await proxy.aclose()

@@ -20,6 +20,7 @@ CACHE_S = 30.0
 class Route:
     host: str
     traffic_access_token: str | None
+    mask_request_host: str | None = None  # the Host the sandbox sees; `${PORT}` is the port
 
 
 class RouteCache:
@@ -40,7 +41,7 @@ class RouteCache:
         if record is None or record.state != SANDBOX_RUNNING:
             self._routes.pop(sandbox_id, None)
             return None
-        route = Route(record.host, record.traffic_access_token)
+        route = Route(record.host, record.traffic_access_token, record.mask_request_host)
         self._routes[sandbox_id] = (now, route)
         return route
 

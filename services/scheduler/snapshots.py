@@ -93,6 +93,7 @@ class SnapshotHandlers:
             envd_access_token=record.envd_access_token,
             env_vars=record.env_vars,
             metadata=record.metadata,
+            egress=record.egress,
             cpu_count=record.cpu_count,
             memory_mb=record.memory_mb,
             disk_mb=record.disk_mb,
@@ -136,6 +137,8 @@ class SnapshotHandlers:
             metadata=record.metadata,
             secure=record.envd_access_token is not None,
             allow_public_traffic=record.traffic_access_token is None,
+            mask_request_host=record.mask_request_host,
+            egress=record.egress,
             auto_pause=record.auto_pause,
             auto_resume=record.auto_resume,
         )

@@ -17,8 +17,11 @@ from libs.contracts.messages import (
     ForkRequest,
     KillReply,
     KillRequest,
+    NetworkUpdateRequest,
     NodeCreateReply,
     NodeCreateRequest,
+    NodeEgressReply,
+    NodeEgressRequest,
     NodeKillRequest,
     NodePauseReply,
     NodePauseRequest,
@@ -35,6 +38,7 @@ from libs.contracts.messages import (
 from libs.contracts.records import (
     SANDBOX_PAUSED,
     SANDBOX_RUNNING,
+    EgressPolicy,
     SandboxRecord,
 )
 from libs.ids import new_sandbox_id, new_token
@@ -74,6 +78,7 @@ class Scheduler:
             subjects.DELETE_SNAPSHOT, DeleteSnapshotRequest, snapshots.delete_snapshot, queue=queue
         )
         await self.bus.serve(subjects.FORK, ForkRequest, snapshots.fork, queue=queue)
+        await self.bus.serve(subjects.NETWORK, NetworkUpdateRequest, self.update_network, queue=queue)
         await self.bus.listen(subjects.SANDBOX_GONE, SandboxGone, self.forget, queue=queue)
         await self.bus.listen(subjects.SANDBOX_PAUSED, SandboxPaused, self.found_paused, queue=queue)
 
@@ -111,6 +116,7 @@ class Scheduler:
         token = new_token() if request.secure else None
         snapshot = source.snapshot
         env_vars = {**snapshot.env_vars, **request.env_vars} if snapshot else request.env_vars
+        egress = request.egress or (snapshot.egress if snapshot else EgressPolicy())
         tried: set[str] = set()
         last_error = "no node has the template and room for a sandbox"
         while True:
@@ -131,6 +137,7 @@ class Scheduler:
                 envd_access_token=token,
                 cpu_count=source.cpu_count,
                 memory_mb=source.memory_mb,
+                egress=egress,
                 snapshot_image_id=snapshot.image_id if snapshot else "",
                 snapshot_access_token=snapshot.envd_access_token if snapshot else None,
             )
@@ -160,6 +167,8 @@ class Scheduler:
                 envd_version=reply.envd_version,
                 envd_access_token=token,
                 traffic_access_token=None if request.allow_public_traffic else new_token(),
+                egress=egress,
+                mask_request_host=request.mask_request_host,
                 metadata=request.metadata,
                 env_vars=env_vars,
                 cpu_count=source.cpu_count,
@@ -282,6 +291,7 @@ class Scheduler:
             template_id=record.template_id,
             env_vars=record.env_vars,
             envd_access_token=record.envd_access_token,
+            egress=record.egress,
         )
         reply = await self.ask_node(record.node_id, subjects.NODE_RESUME, message, NodeCreateReply)
         lease_s = request.timeout_s or record.timeout_s  # 0: the sandbox's own (auto-resume)
@@ -290,6 +300,20 @@ class Scheduler:
         )
         await self.store.save_sandbox(resumed)
         return resumed
+
+    async def update_network(self, request: NetworkUpdateRequest) -> SandboxReply:
+        """A running sandbox's node applies the policy first (nothing is stored if it cannot);
+        a paused one gets it when it resumes."""
+        try:
+            record = await self.existing(request.sandbox_id)
+            if record.state == SANDBOX_RUNNING:
+                message = NodeEgressRequest(sandbox_id=record.sandbox_id, egress=request.egress)
+                await self.ask_node(record.node_id, subjects.NODE_EGRESS, message, NodeEgressReply)
+        except Refused as exc:
+            return SandboxReply(error=exc.failure)
+        updated = msgspec.structs.replace(record, egress=request.egress)
+        await self.store.set_egress(updated)
+        return SandboxReply(sandbox=updated)
 
     async def set_timeout(self, request: TimeoutRequest) -> SandboxReply:
         try:

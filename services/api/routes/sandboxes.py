@@ -29,6 +29,7 @@ from ..auth import Authenticator
 from ..errors import ApiError
 from ..models import (
     ConnectBody,
+    NetworkConfig,
     NewSandbox,
     RefreshBody,
     TimeoutBody,
@@ -37,6 +38,7 @@ from ..models import (
     sandbox_body,
 )
 from .common import ask, check_timeout, owned_sandbox, read_json
+from .network import egress_policy
 
 V1_DEFAULT_TIMEOUT_S = 15
 V2_DEFAULT_TIMEOUT_S = 300
@@ -96,6 +98,22 @@ class SandboxRoutes:
             raise ApiError(400, "filesystem-only pauses are not supported: pauses keep memory")
         if auto_resume and not body.auto_pause:
             raise ApiError(400, "autoResume needs autoPause (on timeout: pause)")
+        network = body.network or NetworkConfig()
+        if network.https_ports:
+            raise ApiError(400, "network.httpsPorts: HTTPS to sandbox ports is not supported")
+        named = body.allow_internet_access is not None or body.network is not None
+        egress = (
+            egress_policy(
+                network.allow_out,
+                network.deny_out,
+                body.allow_internet_access,
+                dns_servers=network.dns_servers,
+                egress_proxy=network.egress_proxy,
+                rules=network.rules,
+            )
+            if named
+            else None  # the source's: a snapshot's own policy, or the default
+        )
         place = PlaceRequest(
             template_id=body.template_id,
             owner=key.key_hash,
@@ -105,7 +123,9 @@ class SandboxRoutes:
             env_vars=body.env_vars or {},
             # v2 always secures envd; v1 only when asked (`secure: true`).
             secure=True if v2 else bool(body.secure),
-            allow_public_traffic=body.network.allow_public_traffic if body.network else True,
+            allow_public_traffic=network.allow_public_traffic,
+            mask_request_host=network.mask_request_host,
+            egress=egress,
             auto_pause=bool(body.auto_pause),
             auto_resume=auto_resume,
         )

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from libs.contracts.sandbox_net import RESOLVER_ADDRESS
 from services.envd.app import ENVD_VERSION
 
 from .envd_payload import envd_requirements, interpreter_requirements
@@ -156,8 +157,10 @@ def _install_shims(rootfs: Path) -> None:
 def _finish_rootfs(rootfs: Path, recipe: Recipe) -> None:
     (rootfs / "etc" / "hostname").write_text("sandbox\n")
     (rootfs / "etc" / "hosts").write_text("127.0.0.1 localhost\n127.0.1.1 sandbox\n::1 localhost\n")
-    # No DNS server is reachable from a sandbox: answer at once instead of timing out.
-    (rootfs / "etc" / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    # The node answers DNS for every sandbox at one fixed address (libs/contracts/sandbox_net.py).
+    (rootfs / "etc" / "resolv.conf").write_text(
+        f"nameserver {RESOLVER_ADDRESS}\noptions timeout:2 attempts:2\n"
+    )
     sudoers = rootfs / "etc" / "sudoers.d" / "corral-user"
     sudoers.write_text(f"{recipe.user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
     sudoers.chmod(0o440)

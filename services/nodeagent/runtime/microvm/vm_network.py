@@ -22,8 +22,15 @@ TAP_MAC = "02:c0:ff:ee:00:01"
 
 
 def nat_rules(net: network.SandboxNetwork) -> str:
-    """iptables-restore input: the sandbox address leads to the guest."""
-    return f"*nat\n-A PREROUTING -d {net.address}/32 -j DNAT --to-destination {GUEST_ADDRESS}\nCOMMIT\n"
+    """iptables-restore input: the sandbox address leads to the guest, and what the guest
+    sends out leaves with the sandbox address (the node's egress rules know sandboxes by it).
+    These rules live in the sandbox's own namespace, outside the guest."""
+    return (
+        "*nat\n"
+        f"-A PREROUTING -d {net.address}/32 -j DNAT --to-destination {GUEST_ADDRESS}\n"
+        f"-A POSTROUTING -s {GUEST_ADDRESS}/32 -o eth0 -j SNAT --to-source {net.address}\n"
+        "COMMIT\n"
+    )
 
 
 async def create(net: network.SandboxNetwork) -> None:

@@ -1,0 +1,1 @@
+"""Sandbox egress on a node: policy enforcement, the sandboxes' resolver, the egress proxy."""
