@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import msgspec
@@ -57,9 +58,35 @@ async def until_stopped() -> None:
     await stop.wait()
 
 
-async def serve_http(app: ASGIApp, host: str, port: int, **options: object) -> None:
-    """uvicorn with our logging (none of its own) and no access log."""
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, http="httptools", **options
-    )  # type: ignore[arg-type]
-    await uvicorn.Server(config).serve()
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """A second port that serves the same app over HTTPS."""
+
+    port: int
+    certfile: str
+    keyfile: str
+
+
+async def serve_http(
+    app: ASGIApp, host: str, port: int, tls: TlsListener | None = None, **options: object
+) -> None:
+    """uvicorn with our logging (none of its own) and no access log; with `tls`, the same app
+    on a second, HTTPS port too."""
+
+    def server(bind_port: int, **more: object) -> uvicorn.Server:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=bind_port,
+            log_config=None,
+            access_log=False,
+            http="httptools",
+            **options,
+            **more,
+        )  # type: ignore[arg-type]
+        return uvicorn.Server(config)
+
+    servers = [server(port)]
+    if tls is not None:
+        servers.append(server(tls.port, ssl_certfile=tls.certfile, ssl_keyfile=tls.keyfile))
+    await asyncio.gather(*(s.serve() for s in servers))

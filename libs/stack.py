@@ -22,6 +22,7 @@ import httpx
 from libs.apikeys import hash_key, new_api_key
 from libs.contracts import keys
 from libs.state import Store
+from libs.tls import TlsFiles, ensure_certificates
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class StackConfig:
     template_dir: Path | None = None
     log_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # HTTPS on the proxy too, for `https://<port>-<id>.<domain>` clients: a local CA and a
+    # wildcard certificate for the domain, in `<data_dir>/tls`.
+    tls_port: int | None = None
 
     @classmethod
     def random_ports(cls, data_dir: Path, **kwargs: object) -> StackConfig:
@@ -85,6 +89,10 @@ class StackConfig:
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.proxy_port}"
 
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        return TlsFiles(self.data_dir / "tls") if self.tls_port is not None else None
+
 
 class StackError(RuntimeError):
     pass
@@ -101,14 +109,19 @@ class LocalStack:
         return self.config.log_dir or self.config.data_dir / "logs"
 
     def client_env(self) -> dict[str, str]:
-        """What an E2B SDK needs to use this stack."""
+        """What an E2B SDK needs to use this stack (with TLS: the CA to trust, for clients
+        that reach sandboxes as `https://<port>-<id>.<domain>`)."""
         assert self.api_key is not None
-        return {
+        env = {
             "E2B_API_URL": self.config.api_url,
             "E2B_SANDBOX_URL": self.config.sandbox_url,
             "E2B_DOMAIN": self.config.domain,
             "E2B_API_KEY": self.api_key,
         }
+        tls = self.config.tls_files
+        if tls is not None:
+            env |= {"SSL_CERT_FILE": str(tls.bundle), "NODE_EXTRA_CA_CERTS": str(tls.ca)}
+        return env
 
     def sdk_options(self, api_key: str | None = None) -> dict[str, str]:
         """The same as keyword options of the Python SDKs (`Sandbox.create(**options)`)."""
@@ -173,6 +186,13 @@ class LocalStack:
         ports = {"api": self.config.api_port, "proxy": self.config.proxy_port}
         if name in ports:
             service_env["CORRAL_PORT"] = str(ports[name])
+        if name == "proxy" and self.config.tls_port is not None:
+            tls = ensure_certificates(self.config.data_dir / "tls", self.config.domain)
+            service_env |= {
+                "CORRAL_TLS_PORT": str(self.config.tls_port),
+                "CORRAL_TLS_CERT": str(tls.cert),
+                "CORRAL_TLS_KEY": str(tls.key),
+            }
         service_env.update(env or {})
         self._spawn(label or name, [sys.executable, "-m", f"services.{name}"], service_env)
 
@@ -198,6 +218,8 @@ class LocalStack:
             _wait_http(f"{self.config.api_url}/health", "api", self._processes["api"], logs / "api.log")
         if "proxy" in names:
             _wait_port(self.config.proxy_port, "proxy", self._processes["proxy"], logs / "proxy.log")
+            if self.config.tls_port is not None:
+                _wait_port(self.config.tls_port, "proxy", self._processes["proxy"], logs / "proxy.log")
         if "nodeagent" in names:
             asyncio.run(self.wait_node(self.config.node_id))
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything Corral needs on a Debian machine, as root. Safe to run again.
-#   system packages (apt-get): Python, bubblewrap, gVisor (runsc), Redis, debootstrap, iproute2, Node.js,
-#   and for microVMs QEMU, busybox (the guest's initramfs), e2fsprogs, iptables and the
-#   kernel-image unpackers
+#   system packages (apt-get): Python, bubblewrap, gVisor (runsc, from bookworm-backports where the
+#   host's Debian has it), Redis, debootstrap, iproute2, nftables (with its Python binding) and
+#   conntrack for sandbox egress, Node.js, and for microVMs QEMU, busybox (the guest's initramfs),
+#   e2fsprogs, iptables and the kernel-image unpackers
 #   .venv with Corral and its dev tools (pip), .venv-e2b-2.31 with the old e2b SDK for the
 #   compatibility tests, and the npm e2b SDK under tests/e2e/node
 set -euo pipefail
@@ -10,7 +11,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc libc6-dev ca-certificates procps
-  bubblewrap runsc redis-server debootstrap iproute2 util-linux
+  bubblewrap runsc redis-server debootstrap iproute2 util-linux nftables python3-nftables conntrack
+  libnss-myhostname
   qemu-system-x86 qemu-utils busybox-static e2fsprogs iptables lz4 zstd xz-utils
 )
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
@@ -24,6 +26,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# `*.localhost` names resolve to this machine (the HTTPS sandbox names of `corral up --tls`).
+if ! grep -qE '^hosts:.*[[:space:]]myhostname' /etc/nsswitch.conf; then
+  sed -i -E 's/^(hosts:[[:space:]]+files)/\1 myhostname/' /etc/nsswitch.conf
+fi
+# gVisor: the 2024 build in bookworm-backports saves sandboxes with open TCP connections
+# (`--net-disconnect-ok`), which the 2022 one in bookworm refuses; the runtime uses whichever
+# is installed. No backports for the host's release: the distribution's runsc stays.
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+if [ "$codename" = bookworm ]; then
+  backports=/etc/apt/sources.list.d/corral-backports.sources
+  if [ ! -f "$backports" ]; then
+    mirror=$(sed -n 's/^URIs:[[:space:]]*\(\S*\/debian\)[[:space:]]*$/\1/p' \
+      /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
+      "${mirror:-http://deb.debian.org/debian}" /usr/share/keyrings/debian-archive-keyring.gpg > "$backports"
+    apt-get update -qq
+  fi
+  if ! dpkg-query -W -f='${Version}' runsc 2>/dev/null | grep -q bpo; then
+    echo "==> apt-get install -t bookworm-backports runsc"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports runsc \
+      || echo "    (no backported runsc: keeping $(dpkg-query -W -f='${Version}' runsc))"
+  fi
 fi
 # MicroVM guests use Debian's cloud kernel, fetched with `apt-get download` when first needed.
 if ! apt-cache policy linux-image-cloud-amd64 2>/dev/null | grep -q "Candidate: [0-9]"; then
@@ -41,6 +66,9 @@ fi
 echo "==> pip install -e .[dev]"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+# The node agent drives nftables through Debian's binding of libnftables (PyPI has none).
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn /usr/lib/python3/dist-packages/nftables "$site/nftables"
 
 if [ ! -x .venv-e2b-2.31/bin/python ]; then
   echo "==> creating .venv-e2b-2.31 (e2b==2.31.0, for compatibility tests)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -48,6 +49,22 @@ def kill_all_sandboxes(data_dir: Path, redis_url: str) -> None:
     asyncio.run(run())
 
 
+def tls_banner(domain: str, port: int, ca: Path) -> str:
+    """Where HTTPS clients reach sandboxes, and whether this machine resolves those names."""
+    suffix = "" if port == 443 else f":{port}"
+    lines = [f"\nSandboxes over HTTPS: https://<port>-<sandbox id>.{domain}{suffix} (CA: {ca})"]
+    try:
+        resolved = socket.gethostbyname(f"49983-check.{domain}")
+    except OSError:
+        resolved = ""
+    if not resolved.startswith("127."):
+        lines.append(
+            f"[yellow]*.{domain} does not resolve to this machine: add a wildcard DNS record, or for "
+            "*.localhost names enable nss-myhostname (scripts/install.sh does).[/yellow]"
+        )
+    return "\n".join(lines)
+
+
 def exports(env: dict[str, str]) -> str:
     return "\n".join(f"export {name}={value}" for name, value in env.items())
 
@@ -60,7 +77,13 @@ def up(
     proxy_port: int = typer.Option(3001, help="Sandbox proxy port (E2B_SANDBOX_URL)."),
     nats_port: int = typer.Option(4222),
     redis_port: int = typer.Option(6379),
-    domain: str = typer.Option("localhost", help="Sandbox domain returned to SDKs (E2B_DOMAIN)."),
+    domain: str | None = typer.Option(
+        None, help="Sandbox domain returned to SDKs (E2B_DOMAIN); localhost, or sandbox.localhost with --tls."
+    ),
+    tls: bool = typer.Option(
+        False, "--tls", help="Serve sandboxes over HTTPS too (local CA, wildcard certificate for the domain)."
+    ),
+    tls_port: int = typer.Option(443, help="The proxy's HTTPS port (with --tls)."),
     env_file: Path | None = typer.Option(None, help="Also write the exports to this file (source it)."),
     templates: str = typer.Option(
         DEFAULT_TEMPLATES,
@@ -68,6 +91,8 @@ def up(
     ),
 ) -> None:
     """Start NATS, Redis, the four services and the base template; print the E2B env vars."""
+    # A wildcard directly under `localhost` is refused by TLS clients: one level more.
+    domain = domain or ("sandbox.localhost" if tls else "localhost")
     config = StackConfig(
         data_dir=data_dir,
         api_port=api_port,
@@ -75,6 +100,7 @@ def up(
         nats_port=nats_port,
         redis_port=redis_port,
         domain=domain,
+        tls_port=tls_port if tls else None,
     )
     try:
         store = TemplateStore(data_dir / "templates")
@@ -99,6 +125,8 @@ def up(
             env_file.write_text(text + "\n")
         console.print(f"[green]Corral is up[/green] (logs in {stack.log_dir}). For an E2B client:\n")
         print(text, flush=True)
+        if config.tls_files is not None:
+            console.print(tls_banner(config.domain, tls_port, config.tls_files.ca))
         console.print("\nCtrl-C stops everything.")
         stop.wait()
     except StackError as exc:

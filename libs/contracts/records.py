@@ -89,6 +89,7 @@ class SnapshotRecord(msgspec.Struct, kw_only=True):
 class NodeRecord(msgspec.Struct, kw_only=True):
     node_id: str
     runtimes: list[str]
+    runtime_version: str = ""  # e.g. "runsc 0.0~20240729.0 (ptrace)"
     templates: list[str]
     cpu_count: int
     memory_mb: int

@@ -197,6 +197,7 @@ class NodeAgent:
             NodeRecord(
                 node_id=self.settings.node_id,
                 runtimes=[self.runtime.name],
+                runtime_version=self.runtime.version,
                 templates=[m.template_id for m in manifests],
                 cpu_count=_cpu_count(),
                 memory_mb=_memory_mb(),

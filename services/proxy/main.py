@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from libs.contracts import subjects
 from libs.contracts.messages import SandboxGone
-from libs.service import connected, run_service, serve_http
+from libs.service import TlsListener, connected, run_service, serve_http
 
 from .app import SandboxProxy
 from .routes import RouteCache
@@ -16,12 +16,16 @@ async def serve(settings: ProxySettings) -> None:
         routes = RouteCache(store, bus)
         await bus.listen(subjects.SANDBOX_GONE, SandboxGone, routes.on_gone)
         proxy = SandboxProxy(routes, settings.connect_timeout_s)
+        tls = (
+            TlsListener(settings.tls_port, settings.tls_cert, settings.tls_key) if settings.tls_port else None
+        )
         try:
             # Streams (commands, watches) stay open for hours; envd keepalives keep them busy.
             await serve_http(
                 proxy,
                 settings.host,
                 settings.port,
+                tls,
                 ws="websockets-sansio",
                 timeout_keep_alive=620,
                 # The sandbox's response already says which server and when: not twice.

@@ -11,4 +11,9 @@ class ProxySettings(msgspec.Struct):
     nats_url: str = "nats://127.0.0.1:4222"
     redis_url: str = "redis://127.0.0.1:6379/0"
     connect_timeout_s: float = 5.0
+    # HTTPS beside plain HTTP, for clients that route by `Host: <port>-<id>.<domain>` over TLS:
+    # a port (0: none) and a certificate for `*.<domain>` (`corral up --tls` makes one).
+    tls_port: int = 0
+    tls_cert: str = ""
+    tls_key: str = ""
     log_level: str = "INFO"

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from libs.cli.up import ensure_template, kill_all_sandboxes
-from libs.stack import LocalStack, StackConfig
+from libs.stack import LocalStack, StackConfig, free_port
 from libs.state import Store
 from services.nodeagent.templates.store import TemplateStore
+from tests.harness.testnet import TestNet, running_testnet
 
 TEMPLATE_DIR = Path(os.environ.get("CORRAL_TEST_TEMPLATE_DIR", "/var/lib/corral/templates"))
 # Node agents on one host need disjoint network slots; tests stay clear of `corral up`'s.
@@ -32,12 +33,16 @@ def stack_available() -> bool:
 
 
 @contextlib.contextmanager
-def running_stack(node_id: str, env: dict[str, str], max_sandboxes: int) -> Iterator[LocalStack]:
+def running_stack(
+    node_id: str, env: dict[str, str], max_sandboxes: int, **options: object
+) -> Iterator[LocalStack]:
     """A whole stack on random ports over the shared templates, with an API key; stopped,
-    its sandboxes killed and its state removed afterwards."""
+    its sandboxes killed and its state removed afterwards (`options`: more StackConfig)."""
     ensure_template(TemplateStore(TEMPLATE_DIR))
     data_dir = Path(tempfile.mkdtemp(prefix=f"corral-{node_id}-"))
-    config = StackConfig.random_ports(data_dir, template_dir=TEMPLATE_DIR, node_id=node_id, extra_env=env)
+    config = StackConfig.random_ports(
+        data_dir, template_dir=TEMPLATE_DIR, node_id=node_id, extra_env=env, **options
+    )
     local = LocalStack(config)
     try:
         local.start_infrastructure()
@@ -50,12 +55,21 @@ def running_stack(node_id: str, env: dict[str, str], max_sandboxes: int) -> Iter
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[LocalStack]:
+def testnet() -> Iterator[TestNet]:
+    """The test hosts every e2e stack's sandboxes reach instead of the internet."""
     if not stack_available():
         pytest.skip("needs root, runsc, redis-server, debootstrap and iproute2 (scripts/install.sh)")
+    with running_testnet() as net:
+        yield net
+
+
+@pytest.fixture(scope="session")
+def stack(testnet: TestNet) -> Iterator[LocalStack]:
     # gVisor, named: on a host with working KVM `auto` would pick microVMs (test_microvm.py).
-    env = {"CORRAL_SLOT_BASE": TEST_SLOT_BASE, "CORRAL_RUNTIME": "gvisor"}
-    with running_stack("e2enode", env, max_sandboxes=20) as local:
+    env = {"CORRAL_SLOT_BASE": TEST_SLOT_BASE, "CORRAL_RUNTIME": "gvisor", **testnet.node_env()}
+    # HTTPS beside HTTP, under a domain that TLS clients accept a wildcard for.
+    tls = {"domain": "sandbox.localhost", "tls_port": free_port()}
+    with running_stack("e2enode", env, max_sandboxes=20, **tls) as local:
         yield local
 
 

@@ -20,6 +20,7 @@ from e2b import Sandbox
 
 from libs.stack import LocalStack
 from services.nodeagent.runtime.microvm.process import vm_memory_kb
+from tests.harness.testnet import TestNet
 
 from .conftest import TEMPLATE_DIR, running_stack, stack_available
 
@@ -27,7 +28,7 @@ MICROVM_SLOT_BASE = "21000"
 
 
 @pytest.fixture(scope="module")
-def vm_stack() -> Iterator[LocalStack]:
+def vm_stack(testnet: TestNet) -> Iterator[LocalStack]:
     if not stack_available() or not shutil.which("qemu-system-x86_64"):
         pytest.skip("needs root, the gVisor stack's tools and qemu-system-x86 (scripts/install.sh)")
     env = {
@@ -37,6 +38,7 @@ def vm_stack() -> Iterator[LocalStack]:
         "CORRAL_POOL_MAX": "2",
         # Under TCG a template boot takes a core for a minute: only the one tested is warmed.
         "CORRAL_POOL_TEMPLATES": "base",
+        **testnet.node_env(),
     }
     with running_stack("vmnode", env, max_sandboxes=10) as local:
         yield local

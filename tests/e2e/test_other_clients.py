@@ -46,5 +46,5 @@ def test_npm_sdk(stack):
     assert "node.txt" in seen["entries"]
     assert seen["listed"] == [seen["sandboxId"]]
     assert seen["metadata"] == {"client": "node"}
-    assert seen["host"] == f"8000-{seen['sandboxId']}.localhost"
+    assert seen["host"] == f"8000-{seen['sandboxId']}.{stack.config.domain}"
     assert seen["running"] is False

@@ -47,7 +47,7 @@ def test_host_routing_to_a_user_port(sbx, stack):
     sbx.commands.run("python3 -m http.server 8000 --directory /home/user", background=True)
     sbx.files.write("/home/user/index.html", "<h1>served from the sandbox</h1>")
     host = sbx.get_host(8000)
-    assert host == f"8000-{sbx.sandbox_id}.localhost"
+    assert host == f"8000-{sbx.sandbox_id}.{stack.config.domain}"
     deadline = time.time() + 30
     while True:
         response = httpx.get(f"{stack.config.sandbox_url}/index.html", headers={"Host": host})

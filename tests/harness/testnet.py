@@ -1,5 +1,6 @@
 """A test "internet": a network namespace joined to this host by a veth, holding hosts at
-documentation addresses (TEST-NET-2 and -3; TEST-NET-1 is this kind of machine's own LAN)
+documentation addresses (TEST-NET-2 only: TEST-NET-1 is this kind of machine's own LAN, and
+its package registries answer at an address in TEST-NET-3)
 that serve HTTP, HTTPS, TCP and UDP echo (`testnet_server.py`), and a hosts file of names
 for them that the node's resolver answers from (`CORRAL_DNS_HOSTS`). Sandbox traffic for
 these addresses leaves the node as it would for the internet (NAT out of the host), and
@@ -23,11 +24,11 @@ from .testnet_server import ECHO_PORT, HTTPS_PORT
 
 NETNS = "corral-testnet"
 HOST_IFACE = "ctn0"
-RANGES = ("198.51.100.0/24", "203.0.113.0/24")
-HOST_SIDE = ("198.51.100.1/24", "203.0.113.1/24")
+RANGES = ("198.51.100.0/24",)
+HOST_SIDE = ("198.51.100.1/24",)
 WEB = "198.51.100.10"
 API = "198.51.100.11"
-OTHER = "203.0.113.10"
+OTHER = "198.51.100.200"
 NAMES = {
     WEB: ["web.test.example", "a.wild.test.example", "b.wild.test.example"],
     API: ["api.test.example"],
@@ -114,6 +115,7 @@ def running_testnet() -> Iterator[TestNet]:
             [
                 "ip", "netns", "exec", NETNS, sys.executable, "-m", "tests.harness.testnet_server",
                 "--cert", str(directory / "cert.pem"), "--key", str(directory / "key.pem"),
+                *(arg for address in NAMES for arg in ("--address", address)),
             ],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,

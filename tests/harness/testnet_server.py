@@ -75,9 +75,10 @@ class EchoServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
-def udp_echo() -> None:
+def udp_echo(address: str) -> None:
+    """One socket per address: a reply must come from the address the request went to."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", ECHO_PORT))
+    sock.bind((address, ECHO_PORT))
     while True:
         data, peer = sock.recvfrom(65536)
         sock.sendto(data, peer)
@@ -87,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--address", action="append", required=True)
     args = parser.parse_args()
     servers: list[socketserver.BaseServer] = [Server(("0.0.0.0", port), Handler) for port in HTTP_PORTS]
     tls = Server(("0.0.0.0", HTTPS_PORT), Handler)
@@ -96,8 +98,10 @@ def main() -> None:
     servers += [tls, EchoServer(("0.0.0.0", ECHO_PORT), TcpEcho)]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
+    for address in args.address:
+        threading.Thread(target=udp_echo, args=(address,), daemon=True).start()
     print("ready", flush=True)
-    udp_echo()
+    threading.Event().wait()
 
 
 if __name__ == "__main__":

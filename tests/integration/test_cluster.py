@@ -22,8 +22,16 @@ from libs.stack import LocalStack, StackConfig
 from libs.state import Store
 from services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR, stack_available
+from tests.harness.testnet import EGRESS_SAFETY_NET
 
-FAST = {"CORRAL_HEARTBEAT_S": "0.5", "CORRAL_NODE_TIMEOUT_S": "3", "CORRAL_RUNTIME": "gvisor"}
+FAST = {
+    "CORRAL_HEARTBEAT_S": "0.5",
+    "CORRAL_NODE_TIMEOUT_S": "3",
+    "CORRAL_RUNTIME": "gvisor",
+    # These sandboxes reach nothing: no name resolves, no address but loopback's answers.
+    "CORRAL_DNS_UPSTREAMS": "none",
+    "CORRAL_EGRESS_ALWAYS_DENY": EGRESS_SAFETY_NET,
+}
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,8 @@ class Runtime(Protocol):
     # Changes whenever what a template snapshot holds would no longer restore (a new OCI
     # spec, another accelerator or VM device set): template snapshots are taken again.
     image_format: str
+    # What runs sandboxes, for people (heart-beats, `corral up`): e.g. "runsc 0.0~20240729.0 (ptrace)".
+    version: str
 
     async def create(self, spec: SandboxSpec) -> RunningSandbox:
         """Starts the sandbox; on failure nothing of it is left behind."""

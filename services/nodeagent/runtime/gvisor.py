@@ -2,8 +2,10 @@
 namespace, its template's root filesystem behind a copy-on-write overlay held in the
 sandbox's memory, and CPU/memory limits in host cgroups.
 
-runsc from Debian (2022-12) needs two things on current kernels (see runtime notes): the
-`/proc/sys/net` trick below, and the namespace's addresses put back before each start.
+runsc from Debian (2022-12, and the 2024-07 backport) needs two things on current kernels
+(see runtime notes): the `/proc/sys/net` trick below, and the namespace's addresses put back
+before each start. Builds that have `--net-disconnect-ok` save sandboxes with open or closing
+TCP connections (an outbound request a moment ago) by dropping them; older ones refuse.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import asyncio
 import json
 import logging
 import shutil
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -32,6 +36,27 @@ log = logging.getLogger(__name__)
 _HIDE_PROC_SYS_NET = 'mount -t tmpfs none /proc/sys/net && exec "$@"'
 
 
+@dataclass(frozen=True, slots=True)
+class Runsc:
+    """The installed runsc: its version and the optional flags this runtime uses."""
+
+    version: str
+    disconnect_on_save: bool
+
+    @classmethod
+    def probe(cls, binary: str = "runsc") -> Runsc:
+        try:
+            version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+            flags = subprocess.run([binary, "flags"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return cls(version="unknown", disconnect_on_save=False)
+        first = (version.stdout.splitlines() or ["runsc version unknown"])[0]
+        return cls(
+            version=first.removeprefix("runsc version ").strip(),
+            disconnect_on_save="-net-disconnect-ok" in flags.stdout + flags.stderr,
+        )
+
+
 class SandboxState(msgspec.Struct):
     sandbox_id: str
     template_id: str
@@ -45,14 +70,17 @@ class SandboxState(msgspec.Struct):
 
 class GVisorRuntime:
     name = "gvisor"
-    # runsc cannot save TCP endpoints that are not listening (runtime notes).
+    # runsc cannot save envd's own connections (runtime notes): envd lets go of them first.
     releases_sockets = True
-    image_format = f"spec{SPEC_VERSION}"
 
-    def __init__(self, state_dir: Path, platform: str = "ptrace") -> None:
+    def __init__(self, state_dir: Path, platform: str = "ptrace", runsc: Runsc | None = None) -> None:
         self._state_dir = state_dir
         self._runsc_root = state_dir / "runsc"
         self._platform = platform
+        self._info = runsc or Runsc.probe()
+        # A checkpoint restores only under the runsc that took it.
+        self.image_format = f"spec{SPEC_VERSION}-runsc{self._info.version}"
+        self.version = f"runsc {self._info.version} ({platform})"
 
     def _dir(self, sandbox_id: str) -> Path:
         return self._state_dir / "sandboxes" / sandbox_id
@@ -64,6 +92,7 @@ class GVisorRuntime:
             f"--platform={self._platform}",
             "--network=sandbox",
             "--overlay2=root:memory",
+            *(["--net-disconnect-ok"] if self._info.disconnect_on_save else []),
             *args,
         ]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..settings import NodeSettings
 from .base import Runtime
-from .gvisor import GVisorRuntime
+from .gvisor import GVisorRuntime, Runsc
 from .microvm.guest import Guest, ensure_guest
 from .microvm.probe import choose_accelerator
 from .microvm.runtime import MicroVMRuntime
@@ -27,7 +27,7 @@ async def choose_runtime(settings: NodeSettings, template_dir: Path) -> Runtime:
         raise ValueError(f"unknown runtime {settings.runtime!r} (one of {', '.join(RUNTIMES)})")
     data_dir = Path(settings.data_dir)
     if settings.runtime == "gvisor":
-        return GVisorRuntime(data_dir, platform=settings.gvisor_platform)
+        return await _gvisor(settings)
     guest_dir = template_dir / ".microvm-guest"
     made: list[Guest] = []
 
@@ -43,7 +43,13 @@ async def choose_runtime(settings: NodeSettings, template_dir: Path) -> Runtime:
     accel = await choose_accelerator(requested, guest, guest_dir)
     if settings.runtime == "auto" and accel != "kvm":
         log.info("no usable KVM: sandboxes run on gVisor")
-        return GVisorRuntime(data_dir, platform=settings.gvisor_platform)
+        return await _gvisor(settings)
     if accel == "tcg":
         settings.envd_ready_timeout_s = max(settings.envd_ready_timeout_s, TCG_READY_TIMEOUT_S)
     return MicroVMRuntime(data_dir, guest_dir, accel=accel, guest=made[0] if made else None)
+
+
+async def _gvisor(settings: NodeSettings) -> GVisorRuntime:
+    runsc = await asyncio.to_thread(Runsc.probe)
+    log.info("gVisor: runsc %s, %s platform", runsc.version, settings.gvisor_platform)
+    return GVisorRuntime(Path(settings.data_dir), platform=settings.gvisor_platform, runsc=runsc)

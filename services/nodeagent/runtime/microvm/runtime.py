@@ -75,6 +75,7 @@ class MicroVMRuntime:
         self._guest_dir = guest_dir
         self.accel = accel
         self.image_format = f"{accel}-v{VM_FORMAT_VERSION}"
+        self.version = f"QEMU microvm ({accel})"
         self._guest = guest  # made on first use when not given
         self._guest_lock = asyncio.Lock()
         self._tsc_khz = process.host_tsc_khz() if accel == "tcg" else None
