@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_records
+from services.nodeagent.egress.table import EgressTable
 from services.nodeagent.runtime.base import Runtime
 from services.nodeagent.runtime.gvisor import GVisorRuntime
 from services.nodeagent.runtime.microvm.runtime import MicroVMRuntime
@@ -39,9 +40,11 @@ def kill_all_sandboxes(data_dir: Path, redis_url: str) -> None:
     async def run() -> None:
         # Killing needs no guest or accelerator: either runtime's sandboxes go.
         runtimes: list[Runtime] = [GVisorRuntime(data_dir), MicroVMRuntime(data_dir, data_dir, accel="tcg")]
+        egress = EgressTable()
         for runtime in runtimes:
             for sandbox in await runtime.list():
                 await runtime.kill(sandbox.sandbox_id)
+                await egress.remove(sandbox.slot)
             for sandbox_id in await runtime.leftovers():
                 await runtime.kill(sandbox_id)
         await clear_sandbox_records(redis_url)

@@ -20,7 +20,7 @@ from e2b import Sandbox
 
 from libs.stack import LocalStack
 from services.nodeagent.runtime.microvm.process import vm_memory_kb
-from tests.harness.testnet import TestNet
+from tests.harness.testnet import OTHER, WEB, TestNet
 
 from .conftest import TEMPLATE_DIR, running_stack, stack_available
 
@@ -163,3 +163,20 @@ def test_a_restarted_node_agent_keeps_the_running_vms(vm_stack, vm_conn):
     finally:
         assert sbx.kill() is True
     assert not _run_dir(vm_stack, sbx.sandbox_id).exists()
+
+
+def test_egress_policies_hold_for_a_guest(vm_stack, vm_conn, testnet):
+    """The guest's traffic leaves through its namespace as the sandbox address, so the
+    node's rules hold as for gVisor: the default internet, names, denials, live updates."""
+    from .test_network import DENY_ALL, answered_by, http
+
+    sbx = Sandbox.create(**vm_conn)
+    try:
+        assert answered_by(http(sbx, "http://web.test.example/"), WEB)
+        sbx.update_network({"allow_out": ["web.test.example"], "deny_out": DENY_ALL})
+        sbx.files.write("/tmp/test-ca.pem", testnet.ca_pem)
+        assert answered_by(http(sbx, "https://web.test.example/", "--cacert /tmp/test-ca.pem"), WEB)
+        assert http(sbx, f"http://{OTHER}/") == ""
+        assert http(sbx, "http://10.0.0.1/") == ""
+    finally:
+        sbx.kill()

@@ -7,6 +7,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from services.nodeagent.egress import resolver as resolver_module
 from services.nodeagent.egress.kernel_log import parse_line
 from services.nodeagent.egress.resolver import HostsFile, Resolver, parse_upstreams
 
@@ -44,10 +45,11 @@ async def test_unknown_names_without_upstreams(tmp_path):
     assert await resolver_.resolve("example.com") == []
 
 
-async def test_the_hosts_file_is_read_again_when_it_changes(tmp_path):
+async def test_the_hosts_file_is_read_again_when_it_changes(tmp_path, monkeypatch):
     resolver_ = resolver(tmp_path, "198.51.100.10 one.test\n")
     assert await resolver_.resolve("two.test") == []
     (tmp_path / "hosts").write_text("198.51.100.10 one.test\n198.51.100.11 two.test\n")
+    monkeypatch.setattr(resolver_module, "RELOAD_CHECK_S", 0.0)
     assert await resolver_.resolve("two.test") == ["198.51.100.11"]
 
 

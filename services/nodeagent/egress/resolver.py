@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import logging
 import struct
+import time
 from pathlib import Path
 from typing import cast
 
@@ -28,6 +29,7 @@ import dns.rrset
 log = logging.getLogger(__name__)
 
 UPSTREAM_TIMEOUT_S = 3.0
+RELOAD_CHECK_S = 1.0
 ANSWER_TTL_S = 30
 _TCP_LENGTH = struct.Struct("!H")
 
@@ -55,11 +57,13 @@ def parse_upstreams(raw: str) -> list[str]:
 
 
 class HostsFile:
-    """Name -> IPv4 addresses from an /etc/hosts-format file, re-read when it changes."""
+    """Name -> IPv4 addresses from an /etc/hosts-format file, re-read when it changes (looked
+    at no more than once a second: lookups sit on every proxied connection's path)."""
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
         self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
         self._names: dict[str, list[str]] = {}
 
     def lookup(self, name: str) -> list[str] | None:
@@ -67,8 +71,10 @@ class HostsFile:
         return self._names.get(name.lower().rstrip("."))
 
     def _reload(self) -> None:
-        if self._path is None:
+        now = time.monotonic()
+        if self._path is None or now - self._checked < RELOAD_CHECK_S:
             return
+        self._checked = now
         try:
             stat = self._path.stat()
         except OSError:

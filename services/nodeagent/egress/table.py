@@ -164,8 +164,8 @@ delete counter {TABLE} no_{n}
 
 
 class EgressTable:
-    def __init__(self, ports: Ports) -> None:
-        self.ports = ports
+    def __init__(self, ports: Ports | None = None) -> None:
+        self.ports = ports  # None: a table to clean up, not to enforce with
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
         self._lock = threading.Lock()  # one libnftables context: one call at a time
@@ -184,6 +184,7 @@ class EgressTable:
         await self._run(base_script(extra_deny, host_addresses))
 
     async def apply(self, slot: int, policy: CompiledPolicy) -> None:
+        assert self.ports is not None
         await self._run(sandbox_script(slot, policy, self.ports))
 
     async def remove(self, slot: int) -> None:
