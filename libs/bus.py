@@ -16,6 +16,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import propagate, trace
 
+from libs.contracts.messages import Failure
+
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("corral.bus")
 
@@ -27,6 +29,19 @@ _encoder = msgspec.json.Encoder()
 
 class BusError(RuntimeError):
     """The request could not be delivered or answered in time."""
+
+
+class _ErrorReply(msgspec.Struct, kw_only=True):
+    """What a failed handler answers: every reply type decodes it (their other fields have
+    defaults)."""
+
+    error: Failure
+
+
+def _failure(status: int, message: str, span: trace.Span) -> Failure:
+    context = span.get_span_context()
+    trace_id = trace.format_trace_id(context.trace_id) if context.is_valid else None
+    return Failure(status=status, message=message, trace_id=trace_id)
 
 
 class Bus:
@@ -79,17 +94,22 @@ class Bus:
             context = propagate.extract(msg.headers or {})
             with tracer.start_as_current_span(
                 f"handle {subject}", context=context, kind=trace.SpanKind.SERVER
-            ):
+            ) as span:
+                reply: msgspec.Struct
                 try:
                     request = msgspec.json.decode(msg.data, type=request_type)
                 except msgspec.DecodeError as exc:
                     log.warning("malformed message on %s: %s", msg.subject, exc)
-                    return
-                try:
-                    reply = await handler(request)
-                except Exception:
-                    log.exception("handler for %s failed", msg.subject)
-                    return
+                    reply = _ErrorReply(
+                        error=_failure(400, f"malformed request on {msg.subject}: {exc}", span)
+                    )
+                else:
+                    try:
+                        reply = await handler(request)
+                    except Exception as exc:
+                        # The caller gets an answer now, not a timeout later.
+                        log.exception("handler for %s failed", msg.subject)
+                        reply = _ErrorReply(error=_failure(500, f"{msg.subject} failed: {exc}", span))
                 if msg.reply:
                     await msg.respond(_encoder.encode(reply))
 

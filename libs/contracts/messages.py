@@ -1,5 +1,6 @@
 """Messages on the bus. Every reply carries `error` when the request failed; `status` is
-the HTTP status the API answers with."""
+the HTTP status the API answers with. (A handler that fails outright is answered with only
+`error` set, which decodes as any reply type: `Bus.serve`.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .records import EgressPolicy, SandboxRecord, SnapshotRecord
 class Failure(msgspec.Struct, kw_only=True):
     status: int
     message: str
+    trace_id: str | None = None  # the trace of the request that failed, to find it in the logs
 
 
 class PlaceRequest(msgspec.Struct, kw_only=True):

@@ -88,8 +88,7 @@ class Checkpoints:
                     await self._save(sandbox, self.images.paused(sandbox_id), keep_running=False)
                 except Exception as exc:
                     log.exception("pause of %s failed", sandbox_id)
-                    await self._runtime.wake_envd(sandbox_id)
-                    raise Refusal(500, f"pause failed, the sandbox keeps running: {exc}") from None
+                    raise Refusal(500, f"pause failed, {await self._carry_on(sandbox_id)}: {exc}") from None
             except Refusal as refusal:
                 return NodePauseReply(error=refusal.failure)
             await self._running.forget(sandbox_id)
@@ -156,8 +155,9 @@ class Checkpoints:
                     return NodeSnapshotReply(size_bytes=size, source_paused=True)
                 except Exception as exc:
                     log.exception("snapshot of %s failed", sandbox_id)
-                    await self._runtime.wake_envd(sandbox_id)
-                    raise Refusal(500, f"snapshot failed, the sandbox keeps running: {exc}") from None
+                    raise Refusal(
+                        500, f"snapshot failed, {await self._carry_on(sandbox_id)}: {exc}"
+                    ) from None
             except Refusal as refusal:
                 return NodeSnapshotReply(error=refusal.failure)
             finally:
@@ -179,6 +179,15 @@ class Checkpoints:
         )
 
     # Shared steps
+
+    async def _carry_on(self, sandbox_id: str) -> str:
+        """After a failed save: envd listens again if the sandbox survived it. Says which."""
+        try:
+            await self._runtime.wake_envd(sandbox_id)
+        except Exception:
+            log.exception("sandbox %s did not survive a failed save", sandbox_id)
+            return "and the sandbox did not survive it"
+        return "the sandbox keeps running"
 
     def _running_or_refuse(self, sandbox_id: str) -> RunningSandbox:
         sandbox = self._running.get(sandbox_id)

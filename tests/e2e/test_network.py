@@ -348,3 +348,23 @@ def test_https_host_routing(stack, conn):
         assert done.stdout == "over tls\n", done.stderr
     finally:
         sbx.kill()
+
+
+def test_snapshots_and_forks_keep_the_policy(conn):
+    sbx = Sandbox.create(network={"deny_out": [OTHER]}, **conn)
+    children: list[Sandbox] = []
+    try:
+        snapshot = sbx.create_snapshot()
+        assert http(sbx, f"http://{OTHER}/") == ""  # the source goes on with its policy
+        children.append(Sandbox.create(snapshot.snapshot_id, **conn))
+        children += sbx.fork(count=1)
+        for child in children:
+            assert http(child, f"http://{OTHER}/") == ""
+            assert answered_by(http(child, f"http://{WEB}/"), WEB)
+        # A create from the snapshot that names a policy gets that one instead.
+        children.append(Sandbox.create(snapshot.snapshot_id, allow_internet_access=False, **conn))
+        assert http(children[-1], f"http://{WEB}/") == ""
+        Sandbox.delete_snapshot(snapshot.snapshot_id, **conn)
+    finally:
+        for sandbox in [sbx, *children]:
+            sandbox.kill()

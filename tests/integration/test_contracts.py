@@ -64,6 +64,24 @@ async def test_failures_round_trip(bus: Bus):
     assert reply.error == Failure(status=404, message="sandbox 'zz' not found")
 
 
+async def test_a_failing_handler_is_answered_with_an_error(bus: Bus):
+    """Not left to time out: the caller hears at once what failed, with a trace to follow."""
+    trace.set_tracer_provider(TracerProvider())
+
+    async def broken(request: KillRequest) -> KillReply:
+        raise RuntimeError(f"cannot kill {request.sandbox_id}")
+
+    await bus.serve("test.broken", KillRequest, broken)
+    reply = await bus.request("test.broken", KillRequest(sandbox_id="s1"), KillReply, timeout_s=5)
+    assert reply.killed is False and reply.error is not None
+    assert reply.error.status == 500
+    assert "cannot kill s1" in reply.error.message
+    assert reply.error.trace_id and len(reply.error.trace_id) == 32
+    # A message the handler's type cannot read is the caller's fault: 400.
+    raw = await bus.client.request("test.broken", b'{"sandbox_id": 7}', timeout=5)
+    assert msgspec.json.decode(raw.data, type=SandboxReply).error.status == 400
+
+
 async def test_sandbox_records_are_saved_and_deleted_together(store):
     record = _sandbox()
     await store.save_sandbox(record)

@@ -50,7 +50,8 @@ async def ask(bus: Bus, subject: str, message: msgspec.Struct, reply_type: type[
         raise ApiError(503, f"the scheduler is not answering: {exc}", {"Should-Retry": "false"}) from None
     error = getattr(reply, "error", None)
     if error is not None:
-        raise ApiError(error.status, error.message)
+        trace = f" (trace {error.trace_id})" if error.trace_id and error.status >= 500 else ""
+        raise ApiError(error.status, error.message + trace)
     return reply
 
 
