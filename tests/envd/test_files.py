@@ -1,11 +1,21 @@
 """Files through the real e2b SDK (sync client): /files and filesystem.Filesystem."""
 
+import gzip
 import io
 import os
 
+import httpx
 import pytest
-from e2b import FileNotFoundException, FileType, InvalidArgumentException, SandboxException
+from e2b import (
+    FileNotFoundException,
+    FileType,
+    InvalidArgumentException,
+    NotEnoughSpaceException,
+    SandboxException,
+)
 from e2b.sandbox.filesystem.filesystem import WriteEntry
+
+from tests.harness.envd import SMALL_FS, SMALL_FS_BYTES, USER_UID
 
 pytestmark = pytest.mark.sandbox
 
@@ -137,15 +147,62 @@ def test_directory_given_as_file_is_invalid(sbx):
         sbx.files.make_dir("/tmp/a-file")
 
 
-def test_permissions_are_the_users(sbx):
+def test_reads_are_the_users(sbx):
     sbx.files.write("/root/secret.txt", "top secret", user="root")
     assert sbx.files.read("/root/secret.txt", user="root") == "top secret"
     with pytest.raises(SandboxException, match="permission denied"):
         sbx.files.read("/root/secret.txt")
     with pytest.raises(SandboxException, match="permission denied"):
-        sbx.files.write("/root/other.txt", "nope")
-    with pytest.raises(SandboxException, match="permission denied"):
         sbx.files.list("/root")
-    with pytest.raises(SandboxException, match="permission denied"):
-        sbx.files.make_dir("/usr/not-yours")
     assert sbx.commands.run("cat /root/secret.txt", user="root").stdout == "top secret"
+
+
+def _owner(envd, path: str) -> int:
+    return os.stat(envd.host_path(path)).st_uid
+
+
+def test_writes_go_anywhere_and_belong_to_the_user(sbx, envd):
+    """As E2B's envd (root) does: missing parents are made for the user, only those."""
+    sbx.files.write("/root/theirs/deep/file.txt", "for user")
+    assert [_owner(envd, p) for p in ("/root", "/root/theirs", "/root/theirs/deep")] == [
+        0,
+        USER_UID,
+        USER_UID,
+    ]
+    assert _owner(envd, "/root/theirs/deep/file.txt") == USER_UID
+    assert os.stat(envd.host_path("/root/theirs")).st_mode & 0o777 == 0o755
+    sbx.files.make_dir("/root/made/inner")
+    assert [_owner(envd, p) for p in ("/root", "/root/made", "/root/made/inner")] == [0, USER_UID, USER_UID]
+    sbx.files.rename("/root/theirs/deep/file.txt", "/root/moved/here/file.txt")
+    assert _owner(envd, "/root/moved/here") == USER_UID
+    assert sbx.files.read("/root/moved/here/file.txt", user="root") == "for user"
+    sbx.files.write("/root/as-root/file.txt", "r", user="root")
+    assert _owner(envd, "/root/as-root") == 0 and _owner(envd, "/root/as-root/file.txt") == 0
+    sbx.files.write("~/relative/in/home.txt", "h")
+    assert (envd.host_path("/home/user/relative/in/home.txt")).read_text() == "h"
+
+
+def test_a_path_through_a_file_is_bad_input(sbx):
+    sbx.files.write("/tmp/plain-file", "x")
+    with pytest.raises(InvalidArgumentException):
+        sbx.files.write("/tmp/plain-file/below.txt", "y")
+    with pytest.raises(InvalidArgumentException):
+        sbx.files.make_dir("/tmp/plain-file/dir")
+
+
+def test_a_write_that_cannot_fit_leaves_nothing(sbx, envd):
+    target = f"{SMALL_FS}/big.bin"
+    with pytest.raises(NotEnoughSpaceException):
+        sbx.files.write(target, b"x" * (2 * SMALL_FS_BYTES))
+    assert not sbx.files.exists(target)
+    # A compressed body gives no size up front: the write runs out midway, and is removed.
+    body = gzip.compress(b"\0" * (2 * SMALL_FS_BYTES))
+    answer = httpx.post(
+        f"{envd.url}/files",
+        params={"path": target, "username": "user"},
+        content=body,
+        headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
+    )
+    assert answer.status_code == 507 and "not enough disk space" in answer.json()["message"]
+    assert not sbx.files.exists(target)
+    sbx.files.write(f"{SMALL_FS}/fits.txt", "small")  # the space is there again

@@ -31,6 +31,10 @@ nogroup:x:65534:
 """
 
 
+SMALL_FS = "/tmp/small"
+SMALL_FS_BYTES = 1 << 20
+
+
 def bwrap_available() -> bool:
     return shutil.which("bwrap") is not None and os.geteuid() == 0
 
@@ -85,6 +89,11 @@ class EnvdInSandbox:
             "--bind",
             str(self.root / "tmp"),
             "/tmp",
+            # A small filesystem to run out of space on.
+            "--size",
+            str(SMALL_FS_BYTES),
+            "--tmpfs",
+            SMALL_FS,
             "--bind",
             str(self.root / "home"),
             "/home",

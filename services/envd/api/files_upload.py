@@ -1,9 +1,16 @@
 """`POST /files`: multipart (one part per file, the part's filename naming its path) or a
-raw octet-stream body (optionally gzip), written straight to the target as it streams."""
+raw octet-stream body (optionally gzip), written straight to the target as it streams.
+
+Writes go anywhere, as with E2B's envd (root): missing parent directories are made (0755,
+owned by the requesting user, only those made), and the file is written and then owned by
+that user. The sandbox user has passwordless sudo, so this opens nothing sudo does not.
+An upload that cannot fit is refused before anything is written; one that runs out of space
+midway leaves no partial file."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import zlib
@@ -16,7 +23,7 @@ from ..errors import HTTPFailure
 from ..filesystem.entry import METADATA_XATTR_PREFIX
 from ..multipart_stream import MultipartError, PartEnd, PartStart, iter_multipart, multipart_boundary
 from ..state import EnvdState
-from ..users import User, can_access, can_create, make_dirs_as, resolve_path
+from ..users import User, make_dirs_as, nearest_existing, resolve_path
 from .files_access import authorize_file_request
 
 FLUSH_AT = 1 << 20
@@ -48,15 +55,34 @@ def parse_metadata(request: Request) -> dict[str, str] | None:
     return metadata or None
 
 
+def check_space(path: str, size: int | None) -> None:
+    """507 when `size` bytes cannot fit where `path` is to be written (before any write)."""
+    if not size:
+        return
+    try:
+        st = os.statvfs(nearest_existing(os.path.dirname(path)))
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if size > free:
+        raise HTTPFailure(507, f"not enough disk space to write '{path}': {size} bytes, {free} free")
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length", "")
+    return int(raw) if raw.isdigit() else None
+
+
 class FileSink:
     """One file being written: opened (parents made, owned by the user) and fed chunks,
-    flushed to disk off the event loop in batches."""
+    flushed to disk off the event loop in batches; removed again if the write fails."""
 
     def __init__(self, path: str, user: User) -> None:
         self.path = path
         self._user = user
         self._fd = -1
         self._buffer = bytearray()
+        self._done = False
 
     async def open(self) -> None:
         try:
@@ -67,13 +93,6 @@ class FileSink:
     def _open(self) -> int:
         if os.path.isdir(self.path):
             raise HTTPFailure(400, f"path '{self.path}' is a directory")
-        allowed = (
-            can_access(self.path, self._user, os.W_OK)
-            if os.path.lexists(self.path)
-            else can_create(self.path, self._user)
-        )
-        if not allowed:
-            raise HTTPFailure(403, f"permission denied: '{self.path}'")
         make_dirs_as(os.path.dirname(self.path), self._user)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         os.fchown(fd, self._user.uid, self._user.gid)
@@ -96,15 +115,19 @@ class FileSink:
     async def close(self, metadata: dict[str, str] | None) -> None:
         try:
             await self._flush()
-            if metadata is not None:
-                await asyncio.to_thread(_replace_metadata, self._fd, metadata, self.path)
+            await asyncio.to_thread(_replace_metadata, self._fd, metadata or {}, self.path)
+            self._done = True
         finally:
             self.abort()
 
     def abort(self) -> None:
+        """Closes the file; unless it was written whole, removes what there is of it."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+            if not self._done:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -114,10 +137,17 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _replace_metadata(fd: int, metadata: dict[str, str], path: str) -> None:
+    """The file's metadata becomes exactly `metadata`: an overwrite leaves none of the old.
+    (A filesystem without extended attributes holds none to clear.)"""
     try:
-        for name in os.listxattr(fd):
-            if name.startswith(METADATA_XATTR_PREFIX):
-                os.removexattr(fd, name)
+        stale = [name for name in os.listxattr(fd) if name.startswith(METADATA_XATTR_PREFIX)]
+    except OSError as exc:
+        if not metadata and exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return
+        raise HTTPFailure(400, f"cannot store metadata on '{path}': {exc.strerror}") from None
+    try:
+        for name in stale:
+            os.removexattr(fd, name)
         for key, value in metadata.items():
             os.setxattr(fd, METADATA_XATTR_PREFIX + key, value.encode())
     except OSError as exc:
@@ -175,6 +205,8 @@ class UploadEndpoint:
         body = request.stream()
         if encoding == "gzip":
             body = _gunzip(body)
+        else:
+            check_space(path, _content_length(request))
         sink = FileSink(path, user)
         await sink.open()
         try:
@@ -202,6 +234,8 @@ class UploadEndpoint:
                     target = path or resolve_path(item.filename or "", user, identity.default_workdir)
                     if target in written:
                         raise HTTPFailure(400, f"path '{target}' is given more than once in one upload")
+                    if not written:  # the whole body bounds what is left to write
+                        check_space(target, _content_length(request))
                     sink = FileSink(target, user)
                     await sink.open()
                 elif isinstance(item, PartEnd):
