@@ -62,6 +62,19 @@ def _error(status: int, body: dict[str, object]) -> tuple[int, bytes]:
     return status, json.dumps({**body, "code": status}).encode()
 
 
+class UpstreamBroke(Exception):
+    """The sandbox's side of a response ended before the response did (the sandbox was
+    killed mid-stream, say). Raised through the server so that it drops the client's
+    connection too: a client must see a broken response, never a clean but short one."""
+
+
+class QuietUpstreamBroke(logging.Filter):
+    """Keeps uvicorn from logging each such drop as an application error with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], UpstreamBroke))
+
+
 def not_found(sandbox_id: str) -> tuple[int, bytes]:
     return _error(502, {"sandboxId": sandbox_id, "message": "The sandbox was not found"})
 
@@ -88,6 +101,16 @@ class SandboxProxy:
         # The request goes upstream as the client sent it: none of httpx's own defaults
         # (an Accept-Encoding the client never asked for gets it a body it cannot decode).
         self._client.headers.clear()
+        # Responses being streamed, per sandbox: cut when the sandbox goes (`cut`).
+        self._streams: dict[str, set[asyncio.Task[None]]] = {}
+        self._cut: set[asyncio.Task[None]] = set()
+
+    def cut(self, sandbox_id: str) -> None:
+        """The sandbox is gone (killed, paused): its responses break off now, whether or not
+        its end of the connections ever says so."""
+        for pump in self._streams.pop(sandbox_id, set()):
+            self._cut.add(pump)
+            pump.cancel()
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -182,6 +205,8 @@ class SandboxProxy:
                 }
             )
             pump = asyncio.create_task(self._pump(response, send))
+            streams = self._streams.setdefault(target.sandbox_id, set())
+            streams.add(pump)
             client_gone = asyncio.create_task(self._until_disconnect(receive, body_done))
             done, _ = await asyncio.wait({pump, client_gone}, return_when=asyncio.FIRST_COMPLETED)
             # Whichever side ends first ends the exchange: a client that left stops the
@@ -190,6 +215,16 @@ class SandboxProxy:
                 if task not in done:
                     task.cancel()
             await asyncio.gather(pump, client_gone, return_exceptions=True)
+            streams.discard(pump)
+            if not streams and self._streams.get(target.sandbox_id) is streams:
+                del self._streams[target.sandbox_id]
+            broke = pump in self._cut or (
+                not pump.cancelled() and isinstance(pump.exception(), UpstreamBroke)
+            )
+            self._cut.discard(pump)
+            if broke:
+                log.info("upstream %s broke off mid-response: dropping the client's connection", url)
+                raise UpstreamBroke(url)
         finally:
             await response.aclose()
 
@@ -198,8 +233,8 @@ class SandboxProxy:
         try:
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (httpx.TransportError, OSError):
-            pass  # the sandbox went away mid-stream: end the response where it broke off
+        except (httpx.TransportError, OSError) as exc:
+            raise UpstreamBroke(str(exc)) from exc
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+
 from libs.contracts import subjects
 from libs.contracts.messages import SandboxGone
 from libs.service import TlsListener, connected, run_service, serve_http
 
-from .app import SandboxProxy
+from .app import QuietUpstreamBroke, SandboxProxy
 from .routes import RouteCache
 from .settings import ProxySettings
 
 
 async def serve(settings: ProxySettings) -> None:
+    logging.getLogger("uvicorn.error").addFilter(QuietUpstreamBroke())
     async with connected(settings, "proxy") as (bus, store):
         routes = RouteCache(store, bus)
-        await bus.listen(subjects.SANDBOX_GONE, SandboxGone, routes.on_gone)
         proxy = SandboxProxy(routes, settings.connect_timeout_s)
+
+        async def on_gone(event: SandboxGone) -> None:
+            await routes.on_gone(event)
+            proxy.cut(event.sandbox_id)
+
+        await bus.listen(subjects.SANDBOX_GONE, SandboxGone, on_gone)
         tls = (
             TlsListener(settings.tls_port, settings.tls_cert, settings.tls_key) if settings.tls_port else None
         )

@@ -32,6 +32,11 @@ def test_python_sdk_2_31(stack):
     assert seen["version"] == "2.31.0"
     assert seen["stdout"] == "old\n"
     assert seen["read"] == "old sdk"
+    assert seen["stat_type"].endswith("DIR")
+    assert seen["moved"] == "/home/user/workspace/b.txt"
+    assert seen["listing"] == ["b.txt", "sub"]
+    assert seen["after_remove"] == ["b.txt"]
+    assert seen["big_read_ok"] is True
     assert seen["listed"] == [seen["sandbox_id"]]
     assert seen["killed"] is True
     assert seen["running"] is False

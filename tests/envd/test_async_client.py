@@ -3,7 +3,7 @@
 import asyncio
 
 import pytest
-from e2b import CommandExitException, PtySize
+from e2b import CommandExitException, PtySize, TimeoutException
 
 pytestmark = pytest.mark.sandbox
 
@@ -59,3 +59,9 @@ async def test_files(async_sbx):
     assert await async_sbx.files.exists("/tmp/async/a.txt")
     await async_sbx.files.remove("/tmp/async")
     assert not await async_sbx.files.exists("/tmp/async")
+
+
+async def test_timeout_raises_as_in_the_sync_client(async_sbx):
+    """The command is killed at its deadline and the stream says so (deadline_exceeded)."""
+    with pytest.raises(TimeoutException):
+        await async_sbx.commands.run("sleep 30; echo never", timeout=2)

@@ -81,6 +81,7 @@ class ProcessHandle:
         self.done = asyncio.Event()
         self._bytes_read = 0
         self._lifetime: asyncio.TimerHandle | None = None
+        self.outlived_deadline = False  # killed because its Start request's deadline passed
 
     @property
     def is_pty(self) -> bool:
@@ -106,8 +107,12 @@ class ProcessHandle:
         """Starts pumping output; call after the first subscriber is attached."""
         if lifetime_s is not None:
             loop = asyncio.get_running_loop()
-            self._lifetime = loop.call_later(lifetime_s, self.signal, signal.SIGKILL)
+            self._lifetime = loop.call_later(lifetime_s, self._deadline_passed)
         return asyncio.create_task(self._supervise(), name=f"process-{self.pid}")
+
+    def _deadline_passed(self) -> None:
+        self.outlived_deadline = True
+        self.signal(signal.SIGKILL)
 
     async def _supervise(self) -> None:
         spawned = self._spawned

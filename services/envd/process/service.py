@@ -56,10 +56,15 @@ class ProcessService:
             raise ConnectError(Code.NOT_FOUND, str(exc)) from None
 
     async def _stream(
-        self, pid: int, subscription: Subscription, keepalive_s: float
+        self, handle: ProcessHandle, subscription: Subscription, keepalive_s: float, *, started: bool
     ) -> AsyncIterator[pb.ProcessEvent]:
-        yield _event("start", pb.ProcessEvent.StartEvent(pid=pid))
+        """The process's events. The stream that started it ends in `deadline_exceeded`, as
+        E2B's does, when the process was killed for outliving that request's deadline (the
+        SDKs raise their timeout error on it)."""
+        yield _event("start", pb.ProcessEvent.StartEvent(pid=handle.pid))
         async for item in subscription.events(keepalive_s):
+            if started and isinstance(item, Exit) and handle.outlived_deadline:
+                raise ConnectError(Code.DEADLINE_EXCEEDED, f"process {handle.pid} was killed at its deadline")
             yield _to_event(item)
 
     async def list(self, request: pb.ListRequest, ctx: RequestContext) -> pb.ListResponse:
@@ -102,7 +107,7 @@ class ProcessService:
             raise ConnectError(
                 Code.INVALID_ARGUMENT, f"error starting process '{config.cmd}': {exc.strerror or exc}"
             ) from None
-        async for event in self._stream(handle.pid, subscription, keepalive_interval(ctx)):
+        async for event in self._stream(handle, subscription, keepalive_interval(ctx), started=True):
             yield pb.StartResponse(event=event)
 
     async def connect(
@@ -110,7 +115,7 @@ class ProcessService:
     ) -> AsyncIterator[pb.ConnectResponse]:
         handle = self._find(request.process)
         subscription = handle.subscribe()
-        async for event in self._stream(handle.pid, subscription, keepalive_interval(ctx)):
+        async for event in self._stream(handle, subscription, keepalive_interval(ctx), started=False):
             yield pb.ConnectResponse(event=event)
 
     async def update(self, request: pb.UpdateRequest, ctx: RequestContext) -> pb.UpdateResponse:
