@@ -21,6 +21,7 @@ import httpx
 
 from libs.apikeys import hash_key, new_api_key
 from libs.contracts import keys
+from libs.contracts.records import NodeRecord
 from libs.state import Store
 from libs.tls import TlsFiles, ensure_certificates
 
@@ -103,6 +104,7 @@ class LocalStack:
         self.config = config
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self.api_key: str | None = None
+        self.node: NodeRecord | None = None  # the node agent's first heart-beat
 
     @property
     def log_dir(self) -> Path:
@@ -221,9 +223,9 @@ class LocalStack:
             if self.config.tls_port is not None:
                 _wait_port(self.config.tls_port, "proxy", self._processes["proxy"], logs / "proxy.log")
         if "nodeagent" in names:
-            asyncio.run(self.wait_node(self.config.node_id))
+            self.node = asyncio.run(self.wait_node(self.config.node_id))
 
-    async def wait_node(self, node_id: str, label: str = "nodeagent", timeout_s: float = 60) -> None:
+    async def wait_node(self, node_id: str, label: str = "nodeagent", timeout_s: float = 60) -> NodeRecord:
         """Until the node heart-beats after this call (its first beat follows its start-up)."""
         since = time.time()
         store = Store.connect(self.config.redis_url)
@@ -232,7 +234,7 @@ class LocalStack:
             while time.monotonic() < deadline:
                 node = await store.node(node_id)
                 if node is not None and node.heartbeat_at >= since:
-                    return
+                    return node
                 self._check_alive(label)
                 await asyncio.sleep(0.1)
         finally:

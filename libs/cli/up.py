@@ -126,7 +126,8 @@ def up(
         text = exports(stack.client_env())
         if env_file is not None:
             env_file.write_text(text + "\n")
-        console.print(f"[green]Corral is up[/green] (logs in {stack.log_dir}). For an E2B client:\n")
+        runtime = f", sandboxes on {stack.node.runtime_version}" if stack.node else ""
+        console.print(f"[green]Corral is up[/green] (logs in {stack.log_dir}{runtime}). For an E2B client:\n")
         print(text, flush=True)
         if config.tls_files is not None:
             console.print(tls_banner(config.domain, tls_port, config.tls_files.ca))

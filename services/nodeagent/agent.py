@@ -135,17 +135,25 @@ class NodeAgent:
         sandbox's data is lost; a sandbox that became paused is reported to the scheduler."""
         await self.runtime.settle(LIFECYCLE_SETTLE_S)
         recorded = set(await self.store.node_sandbox_ids(self.settings.node_id))
+        stopped = set(await self.runtime.leftovers())
         for sandbox in await self.runtime.list():
             sandbox_id = sandbox.sandbox_id
             record = await self.store.sandbox(sandbox_id) if sandbox_id in recorded else None
-            if record is None or not await self.checkpoints.recover_running(sandbox):
+            try:
+                keep = record is not None and await self.checkpoints.recover_running(sandbox)
+            except Exception as exc:
+                # Listed as running, but the checkpoint it was in stopped it a moment ago.
+                log.warning("sandbox %s does not answer (%s): treating it as stopped", sandbox_id, exc)
+                stopped.add(sandbox_id)
+                continue
+            if not keep or record is None:
                 log.info("killing sandbox %s: unrecorded, or a resume cut short", sandbox_id)
                 await self.runtime.kill(sandbox_id)
                 continue
             self.slots.mark_used(sandbox.slot)
             await self.running.track(sandbox, record.egress)
             log.info("re-adopted sandbox %s", sandbox_id)
-        for sandbox_id in await self.runtime.leftovers():
+        for sandbox_id in sorted(stopped):
             if sandbox_id in recorded and await self.checkpoints.recover_stopped(sandbox_id):
                 await self.bus.publish(subjects.SANDBOX_PAUSED, SandboxPaused(sandbox_id=sandbox_id))
             log.info("cleaning leftovers of sandbox %s", sandbox_id)

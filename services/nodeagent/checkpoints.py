@@ -298,9 +298,11 @@ class Checkpoints:
         sandbox_id = sandbox.sandbox_id
         if await asyncio.to_thread(self.is_paused, sandbox_id):
             return False
+        # Woken first: a sandbox a save stopped a moment ago can still be listed as running,
+        # and then its save is whole and must stay (the caller goes on to `recover_stopped`).
+        await self._runtime.wake_envd(sandbox_id)
         for work in await asyncio.to_thread(self.images.interrupted, sandbox_id):
             await asyncio.to_thread(shutil.rmtree, work, True)
-        await self._runtime.wake_envd(sandbox_id)
         return True
 
     async def recover_stopped(self, sandbox_id: str) -> bool:

@@ -125,6 +125,14 @@ def test_file_metadata_round_trip(sbx):
     assert sbx.files.get_info("/tmp/files/meta.txt").metadata == {"owner": "agent-7"}
 
 
+def test_an_overwrite_leaves_no_stale_metadata(sbx):
+    sbx.files.write("/tmp/files/stale.txt", "v1", metadata={"owner": "agent-7", "step": "1"})
+    sbx.files.write("/tmp/files/stale.txt", "v2", metadata={"step": "2"})
+    assert sbx.files.get_info("/tmp/files/stale.txt").metadata == {"step": "2"}
+    sbx.files.write("/tmp/files/stale.txt", "v3")
+    assert not sbx.files.get_info("/tmp/files/stale.txt").metadata
+
+
 def test_missing_file_is_not_found(sbx):
     with pytest.raises(FileNotFoundException):
         sbx.files.read("/tmp/definitely/not/here")

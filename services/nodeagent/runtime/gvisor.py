@@ -153,9 +153,27 @@ class GVisorRuntime:
 
     async def checkpoint(self, sandbox_id: str, image_dir: Path) -> None:
         """Saves the sandbox (stopping it) into `image_dir`. Its envd must have let go of
-        its sockets first (`POST /snapshot/prepare`)."""
+        its sockets first (`POST /snapshot/prepare`).
+
+        runsc runs in a session of its own with its output in the sandbox's runsc.log: a
+        save must outlive this agent (a restarted one waits for it, `settle`), and writing to
+        a pipe whose reader died would kill it with SIGPIPE halfway through."""
         await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
-        await run(*self._runsc("checkpoint", f"--image-path={image_dir}", sandbox_id))
+        log_path = self._dir(sandbox_id) / "runsc.log"
+        out = await asyncio.to_thread(log_path.open, "ab")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._runsc("checkpoint", f"--image-path={image_dir}", sandbox_id),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+        if await process.wait() != 0:
+            tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-2000:]
+            raise CommandFailed(f"runsc checkpoint failed for {sandbox_id}: {tail}")
 
     async def snapshot(self, sandbox_id: str, image_dir: Path) -> None:
         """Saves the sandbox into `image_dir` and starts it again from that image in place:
@@ -241,9 +259,7 @@ class GVisorRuntime:
             return []
 
     async def list(self) -> list[RunningSandbox]:
-        running = {
-            str(entry.get("id")) for entry in await self._runsc_list() if entry.get("status") == "running"
-        }
+        running = {str(entry.get("id")) for entry in await self._runsc_list() if _alive(entry)}
         sandboxes = []
         root = self._state_dir / "sandboxes"
         entries = await asyncio.to_thread(lambda: list(root.iterdir()) if root.exists() else [])
@@ -273,6 +289,18 @@ class GVisorRuntime:
 
     async def logs(self, sandbox_id: str, limit: int) -> list[str]:
         return await console.tail(self._dir(sandbox_id) / "console.log", limit)
+
+
+def _alive(entry: dict[str, object]) -> bool:
+    """runsc says running and its sandbox process is there (runsc's state can lag a
+    checkpoint that just stopped it)."""
+    pid = entry.get("pid")
+    return (
+        entry.get("status") == "running"
+        and isinstance(pid, int)
+        and pid > 0
+        and Path(f"/proc/{pid}").exists()
+    )
 
 
 def _running(spec: SandboxSpec, net: network.SandboxNetwork) -> RunningSandbox:
