@@ -17,32 +17,24 @@ from libs.state import Store
 
 from ..auth import Authenticator
 from ..errors import ApiError
-from ..models import NetworkUpdate, denial_body
+from ..models import NetworkConfig, NetworkUpdate, denial_body
 from .common import ask, owned_sandbox, read_json
 
 MAX_DNS_SERVERS = 10
 DENIALS_LIMIT_MAX = 1000
 
 
-def egress_policy(
-    allow_out: list[str] | None,
-    deny_out: list[str] | None,
-    allow_internet_access: bool | None,
-    *,
-    dns_servers: list[str] | None = None,
-    egress_proxy: dict[str, object] | None = None,
-    rules: dict[str, object] | None = None,
-) -> EgressPolicy:
-    """The policy a request body names, or a 400 naming the field."""
-    if egress_proxy:
+def egress_policy(network: NetworkConfig | NetworkUpdate, allow_internet_access: bool | None) -> EgressPolicy:
+    """The policy a create's or an update's body names, or a 400 naming the field."""
+    if network.egress_proxy:
         raise ApiError(400, "network.egressProxy: tunnelling egress through a SOCKS5 proxy is not supported")
-    if rules:
+    if network.rules:
         raise ApiError(400, "network.rules: per-host request transforms are not supported")
     try:
-        policy = parse(allow_out, deny_out, allow_internet_access)
+        policy = parse(network.allow_out, network.deny_out, allow_internet_access)
     except PolicyError as exc:
         raise ApiError(400, f"network.{exc}") from None
-    servers = dns_servers or []
+    servers = network.dns_servers or []
     if len(servers) > MAX_DNS_SERVERS:
         raise ApiError(400, f"network.dnsServers: at most {MAX_DNS_SERVERS} servers")
     for server in servers:
@@ -82,14 +74,7 @@ class NetworkRoutes:
         record = await owned_sandbox(self._store, request, key)
         body = await read_json(request, NetworkUpdate)
         assert isinstance(body, NetworkUpdate)
-        policy = egress_policy(
-            body.allow_out,
-            body.deny_out,
-            body.allow_internet_access,
-            dns_servers=body.dns_servers,
-            egress_proxy=body.egress_proxy,
-            rules=body.rules,
-        )
+        policy = egress_policy(body, body.allow_internet_access)
         message = NetworkUpdateRequest(sandbox_id=record.sandbox_id, egress=policy)
         await ask(self._bus, subjects.NETWORK, message, SandboxReply, 30)
         return Response(status_code=204)

@@ -102,18 +102,8 @@ class SandboxRoutes:
         if network.https_ports:
             raise ApiError(400, "network.httpsPorts: HTTPS to sandbox ports is not supported")
         named = body.allow_internet_access is not None or body.network is not None
-        egress = (
-            egress_policy(
-                network.allow_out,
-                network.deny_out,
-                body.allow_internet_access,
-                dns_servers=network.dns_servers,
-                egress_proxy=network.egress_proxy,
-                rules=network.rules,
-            )
-            if named
-            else None  # the source's: a snapshot's own policy, or the default
-        )
+        # Not named: the source's (a snapshot's own policy, or the default).
+        egress = egress_policy(network, body.allow_internet_access) if named else None
         place = PlaceRequest(
             template_id=body.template_id,
             owner=key.key_hash,
