@@ -122,7 +122,14 @@ class LocalStack:
         }
         tls = self.config.tls_files
         if tls is not None:
-            env |= {"SSL_CERT_FILE": str(tls.bundle), "NODE_EXTRA_CA_CERTS": str(tls.ca)}
+            # OpenSSL, Go and rustls read SSL_CERT_FILE; curl, requests and Node have their own.
+            bundle = str(tls.bundle)
+            env |= {
+                "SSL_CERT_FILE": bundle,
+                "CURL_CA_BUNDLE": bundle,
+                "REQUESTS_CA_BUNDLE": bundle,
+                "NODE_EXTRA_CA_CERTS": str(tls.ca),
+            }
         return env
 
     def sdk_options(self, api_key: str | None = None) -> dict[str, str]:
