@@ -13,6 +13,7 @@ from libs.contracts.records import (
     SNAPSHOT_DEFAULT_TAG,
     ApiKeyRecord,
     EgressDenial,
+    IdempotencyRecord,
     NodeRecord,
     SandboxRecord,
     SnapshotRecord,
@@ -136,6 +137,29 @@ class Store:
     async def denials(self, sandbox_id: str, limit: int) -> list[EgressDenial]:
         raw = await self.redis.lrange(keys.sandbox_denials(sandbox_id), 0, limit - 1)
         return [msgspec.json.decode(item, type=EgressDenial) for item in raw]
+
+    async def claim_idempotency(
+        self, owner: str, key: str, body_hash: str, ttl_s: int
+    ) -> IdempotencyRecord | None:
+        """Claims a create's idempotency key; None when this call claimed it, else the claim
+        already there (another attempt's, maybe finished)."""
+        name = keys.idempotency(owner, key)
+        claim = _encoder.encode(IdempotencyRecord(body_hash=body_hash))
+        if await self.redis.set(name, claim, nx=True, ex=ttl_s):
+            return None
+        return await self._get(name, IdempotencyRecord)
+
+    async def finish_idempotency(
+        self, owner: str, key: str, body_hash: str, response: bytes, ttl_s: int
+    ) -> None:
+        record = IdempotencyRecord(body_hash=body_hash, response=response)
+        await self.redis.set(keys.idempotency(owner, key), _encoder.encode(record), ex=ttl_s)
+
+    async def drop_idempotency(self, owner: str, key: str) -> None:
+        await self.redis.delete(keys.idempotency(owner, key))
+
+    async def idempotency_record(self, owner: str, key: str) -> IdempotencyRecord | None:
+        return await self._get(keys.idempotency(owner, key), IdempotencyRecord)
 
     async def expired_leases(self, now: float, limit: int = 100) -> list[str]:
         raw = await self.redis.zrangebyscore(keys.LEASES, "-inf", now, start=0, num=limit)

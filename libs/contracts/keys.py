@@ -53,6 +53,11 @@ def api_key(key_hash: str) -> str:
     return f"{PREFIX}:key:{key_hash}"
 
 
+def idempotency(key_hash: str, idempotency_key: str) -> str:
+    """STRING: an IdempotencyRecord of a create made with that `Idempotency-Key`, with expiry."""
+    return f"{PREFIX}:key:{key_hash}:idem:{idempotency_key}"
+
+
 def owner_sandboxes(key_hash: str) -> str:
     """SET of the sandbox ids an API key holds (its concurrency count)."""
     return f"{PREFIX}:key:{key_hash}:sbx"

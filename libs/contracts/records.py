@@ -125,3 +125,11 @@ class ApiKeyRecord(msgspec.Struct, kw_only=True):
     created_at: float
     max_sandboxes: int
     revoked: bool = False
+
+
+class IdempotencyRecord(msgspec.Struct, kw_only=True):
+    """A create made with an `Idempotency-Key`: the hash of its body, and once it is done the
+    response a retry with the same key and body gets again."""
+
+    body_hash: str
+    response: bytes | None = None

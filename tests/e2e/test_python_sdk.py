@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from e2b import AsyncSandbox, AuthenticationException, Sandbox, SandboxQuery, SandboxState
+from e2b import AsyncSandbox, AuthenticationException, Sandbox, SandboxException, SandboxQuery, SandboxState
 from e2b.exceptions import NotFoundException
 
 
@@ -84,6 +85,19 @@ def test_list_filters_and_pagination(conn):
             query=SandboxQuery(metadata={"page": "yes"}, state=[SandboxState.PAUSED]), **conn
         )
         assert paused.next_items() == []
+
+        oldest_first = Sandbox.list(query=query, limit=2, order="asc", **conn)
+        assert [s.metadata["n"] for s in oldest_first.next_items()] == ["0", "1"]
+        assert [s.metadata["n"] for s in oldest_first.next_items()] == ["2"]
+        since = SandboxQuery(metadata={"page": "yes"}, started_after=everything[1].started_at)
+        assert [s.metadata["n"] for s in Sandbox.list(query=since, **conn).next_items()] == ["2", "1"]
+        api = httpx.Client(base_url=conn["api_url"], headers={"X-API-Key": conn["api_key"]})
+        before = everything[1].started_at.isoformat()
+        for path in ("/v2/sandboxes", "/sandboxes"):
+            listed = api.get(path, params={"metadata": "page=yes", "startedBefore": before, "order": "asc"})
+            assert [s["metadata"]["n"] for s in listed.json()] == ["0"]
+        assert api.get("/v2/sandboxes", params={"order": "sideways"}).status_code == 400
+        assert api.get("/v2/sandboxes", params={"startedAfter": "yesterday"}).status_code == 400
     finally:
         for sandbox in created:
             sandbox.kill()
@@ -132,3 +146,21 @@ async def test_async_client(conn):
         assert sandbox.sandbox_id in {s.sandbox_id for s in listed}
     finally:
         assert await sandbox.kill() is True
+
+
+def test_idempotency_key_gives_one_sandbox(conn):
+    key = f"corral-idem-{time.time_ns()}"
+    metadata = {"idem": key}
+    with ThreadPoolExecutor(2) as pool:  # a retry racing the first attempt waits for it
+        first, second = pool.map(
+            lambda _: Sandbox.create(idempotency_key=key, metadata=metadata, **conn), range(2)
+        )
+    try:
+        assert first.sandbox_id == second.sandbox_id
+        again = Sandbox.create(idempotency_key=key, metadata=metadata, **conn)
+        assert again.sandbox_id == first.sandbox_id
+        assert len(Sandbox.list(query=SandboxQuery(metadata=metadata), **conn).next_items()) == 1
+        with pytest.raises(SandboxException, match="different request body"):
+            Sandbox.create(idempotency_key=key, metadata={"idem": "other"}, **conn)
+    finally:
+        first.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -38,6 +39,7 @@ from ..models import (
     sandbox_body,
 )
 from .common import ask, check_timeout, owned_sandbox, read_json
+from .idempotency import Idempotency
 from .network import egress_policy
 
 V1_DEFAULT_TIMEOUT_S = 15
@@ -59,6 +61,17 @@ def parse_metadata_filter(raw: str) -> dict[str, str]:
     return pairs
 
 
+def parse_time(name: str, raw: str | None) -> float | None:
+    """An ISO 8601 time from the query (no zone: UTC), as unix seconds."""
+    if raw is None:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise ApiError(400, f"invalid {name} '{raw}': expected an ISO 8601 time") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def _page_token(record: SandboxRecord) -> str:
     return base64.urlsafe_b64encode(f"{record.started_at!r}:{record.sandbox_id}".encode()).decode()
 
@@ -71,6 +84,13 @@ def _after_token(token: str) -> tuple[float, str]:
         raise ApiError(400, "invalid nextToken") from None
 
 
+def _ascending(request: Request) -> bool:
+    order = request.query_params.get("order", "desc").lower()
+    if order not in ("asc", "desc"):
+        raise ApiError(400, f"invalid order '{order}': use asc or desc")
+    return order == "asc"
+
+
 class SandboxRoutes:
     def __init__(
         self, bus: Bus, store: Store, auth: Authenticator, domain: str, place_timeout_s: float
@@ -80,6 +100,7 @@ class SandboxRoutes:
         self._auth = auth
         self._domain = domain
         self._place_timeout_s = place_timeout_s
+        self._idempotency = Idempotency(store, place_timeout_s)
 
     async def create_v1(self, request: Request) -> Response:
         return await self._create(request, V1_DEFAULT_TIMEOUT_S, v2=False)
@@ -89,6 +110,13 @@ class SandboxRoutes:
 
     async def _create(self, request: Request, default_timeout: int, *, v2: bool) -> Response:
         key = await self._auth(request)
+        return await self._idempotency(
+            request, key.key_hash, lambda: self._place(request, key, default_timeout, v2=v2)
+        )
+
+    async def _place(
+        self, request: Request, key: ApiKeyRecord, default_timeout: int, *, v2: bool
+    ) -> Response:
         body = await read_json(request, NewSandbox)
         assert isinstance(body, NewSandbox)
         if not body.template_id:
@@ -148,14 +176,22 @@ class SandboxRoutes:
         token = request.query_params.get("nextToken")
         if token:
             after = _after_token(token)
-            records = [r for r in records if (r.started_at, r.sandbox_id) < after]
+            if _ascending(request):
+                records = [r for r in records if (r.started_at, r.sandbox_id) > after]
+            else:
+                records = [r for r in records if (r.started_at, r.sandbox_id) < after]
         page = records[:limit]
         headers = {"X-Next-Token": _page_token(page[-1])} if len(records) > limit else {}
         return JSONResponse([listed_body(r) for r in page], headers=headers)
 
     async def _filtered(self, request: Request, key: ApiKeyRecord, states: set[str]) -> list[SandboxRecord]:
-        metadata = parse_metadata_filter(request.query_params.get("metadata", ""))
-        template = request.query_params.get("template")
+        """The key's sandboxes that match every filter of the query, in its order (newest
+        first unless `order=asc`)."""
+        query = request.query_params
+        metadata = parse_metadata_filter(query.get("metadata", ""))
+        template = query.get("template")
+        after = parse_time("startedAfter", query.get("startedAfter"))
+        before = parse_time("startedBefore", query.get("startedBefore"))
         records = await self._store.sandboxes(await self._store.sandbox_ids_newest_first())
         selected = [
             r
@@ -164,8 +200,10 @@ class SandboxRoutes:
             and r.state in states
             and all(r.metadata.get(k) == v for k, v in metadata.items())
             and (template is None or template in (r.template_id, r.alias, r.snapshot_id))
+            and (after is None or r.started_at >= after)
+            and (before is None or r.started_at < before)
         ]
-        selected.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=True)
+        selected.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=not _ascending(request))
         return selected
 
     async def kill(self, request: Request) -> Response:
