@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from e2b import Sandbox, SandboxQuery, SandboxState
+from e2b import Sandbox, SandboxException, SandboxQuery, SandboxState
 
 
 def test_pause_then_connect_keeps_everything(conn, stack):
@@ -91,5 +91,24 @@ def test_auto_pause_on_timeout_then_auto_resume_by_traffic(conn):
         # Traffic through the proxy wakes it: the SDK call just works.
         assert sbx.files.read("/home/user/state.txt") == "survives the auto-pause"
         assert Sandbox.get_info(sbx.sandbox_id, **conn).state == SandboxState.RUNNING
+    finally:
+        sbx.kill()
+
+
+def test_auto_pause_without_auto_resume_stays_paused_until_connect(conn):
+    sbx = Sandbox.create(lifecycle={"on_timeout": "pause", "auto_resume": False}, timeout=3, **conn)
+    try:
+        sbx.files.write("/home/user/state.txt", "kept")
+        deadline = time.time() + 60
+        while Sandbox.get_info(sbx.sandbox_id, **conn).state != SandboxState.PAUSED:
+            assert time.time() < deadline, "never auto-paused"
+            time.sleep(0.5)
+        assert sbx.is_running() is False
+        # Traffic does not wake it: the proxy answers that the sandbox is not there.
+        with pytest.raises(SandboxException):
+            sbx.files.read("/home/user/state.txt")
+        assert Sandbox.get_info(sbx.sandbox_id, **conn).state == SandboxState.PAUSED
+        back = Sandbox.connect(sbx.sandbox_id, **conn)
+        assert back.files.read("/home/user/state.txt") == "kept"
     finally:
         sbx.kill()
