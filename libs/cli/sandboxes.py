@@ -80,5 +80,6 @@ def logs(sandbox_id: str, limit: int = typer.Option(200, help="Last lines to sho
     if reply is None:
         console.print(f"[red]sandbox '{sandbox_id}' not found[/red]")
         raise typer.Exit(1)
-    for line in reply.lines:
-        print(line)
+    for entry in reply.entries:
+        when = datetime.fromtimestamp(entry.timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        print(f"{when} {entry.level.upper():<5} {entry.logger}: {entry.message}")

@@ -92,8 +92,17 @@ class NodeLogsRequest(msgspec.Struct, kw_only=True):
     limit: int = 1000
 
 
+class LogEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """One record of a sandbox's log (envd's console output, read by its node)."""
+
+    timestamp: float  # unix seconds
+    level: str  # debug, info, warn or error
+    logger: str
+    message: str
+
+
 class NodeLogsReply(msgspec.Struct, kw_only=True):
-    lines: list[str] = []
+    entries: list[LogEntry] = []  # oldest first
     error: Failure | None = None
 
 

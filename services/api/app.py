@@ -13,6 +13,7 @@ from libs.state import Store
 
 from .auth import Authenticator
 from .errors import ApiError, error_response
+from .routes.logs import LogRoutes
 from .routes.network import NetworkRoutes
 from .routes.sandboxes import SandboxRoutes
 from .routes.snapshots import SnapshotRoutes
@@ -39,6 +40,7 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
     templates = TemplateRoutes(store, auth)
     snapshots = SnapshotRoutes(bus, store, auth, domain)
     network = NetworkRoutes(bus, store, auth)
+    logs = LogRoutes(bus, store, auth)
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/sandboxes", sandboxes.create_v1, methods=["POST"]),
@@ -51,7 +53,8 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
         Route("/sandboxes/{sandbox_id}/refreshes", sandboxes.refresh, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/connect", sandboxes.connect, methods=["POST"]),
         Route("/v2/sandboxes/{sandbox_id}/connect", sandboxes.connect, methods=["POST"]),
-        Route("/sandboxes/{sandbox_id}/logs", sandboxes.logs, methods=["GET"]),
+        Route("/sandboxes/{sandbox_id}/logs", logs.v1, methods=["GET"]),
+        Route("/v2/sandboxes/{sandbox_id}/logs", logs.v2, methods=["GET"]),
         Route("/sandboxes/{sandbox_id}/pause", sandboxes.pause, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/resume", sandboxes.resume, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/network", network.update, methods=["PUT"]),

@@ -43,6 +43,7 @@ from .egress.service import Egress
 from .pool import WarmPool
 from .running import RunningSandboxes
 from .runtime.base import RunningSandbox, Runtime
+from .sandbox_logs import parse_console
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .template_snapshots import TemplateSnapshots
@@ -290,7 +291,9 @@ class NodeAgent:
         return NodeListReply(sandbox_ids=sorted(s.sandbox_id for s in await self.runtime.list()))
 
     async def logs(self, request: NodeLogsRequest) -> NodeLogsReply:
-        return NodeLogsReply(lines=await self.runtime.logs(request.sandbox_id, request.limit))
+        return NodeLogsReply(
+            entries=parse_console(await self.runtime.logs(request.sandbox_id, request.limit))
+        )
 
 
 def _cpu_count() -> int:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 HERE = Path(__file__).parent
@@ -53,3 +54,33 @@ def test_npm_sdk(stack):
     assert seen["metadata"] == {"client": "node"}
     assert seen["host"] == f"8000-{seen['sandboxId']}.{stack.config.domain}"
     assert seen["running"] is False
+
+
+def test_e2b_cli_sandbox_logs(stack, conn):
+    """`e2b sandbox logs` parses each log line as JSON (level, logger); the v2 endpoint
+    pages structured entries."""
+    cli = NODE_DIR / "node_modules" / ".bin" / "e2b"
+    if not cli.exists():
+        pytest.skip("run scripts/install.sh: it installs the e2b CLI under tests/e2e/node")
+    from e2b import Sandbox
+
+    sbx = Sandbox.create(**conn)
+    try:
+        env = {**os.environ, **stack.client_env()}
+        done = subprocess.run(
+            [str(cli), "sandbox", "logs", sbx.sandbox_id, "--format", "json"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        assert printed and all({"timestamp", "level", "logger", "message"} <= e.keys() for e in printed)
+        assert any("Uvicorn running" in e["message"] or "listening again" in e["message"] for e in printed)
+
+        api = httpx.Client(base_url=stack.config.api_url, headers={"X-API-Key": stack.api_key})
+        newest = api.get(f"/v2/sandboxes/{sbx.sandbox_id}/logs", params={"direction": "backward", "limit": 1})
+        assert newest.status_code == 200
+        (entry,) = newest.json()["logs"]
+        assert {"timestamp", "level", "message", "fields"} <= entry.keys()
+        assert api.get(f"/v2/sandboxes/{sbx.sandbox_id}/logs", params={"level": "loud"}).status_code == 400
+    finally:
+        sbx.kill()

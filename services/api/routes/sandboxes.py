@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
@@ -15,8 +14,6 @@ from libs.contracts import subjects
 from libs.contracts.messages import (
     KillReply,
     KillRequest,
-    NodeLogsReply,
-    NodeLogsRequest,
     PauseRequest,
     PlaceRequest,
     ResumeRequest,
@@ -273,14 +270,3 @@ class SandboxRoutes:
         record = await owned_sandbox(self._store, request, key)
         await ask(self._bus, subjects.PAUSE, PauseRequest(sandbox_id=record.sandbox_id), SandboxReply, 150)
         return Response(status_code=204)
-
-    async def logs(self, request: Request) -> Response:
-        key = await self._auth(request)
-        record = await owned_sandbox(self._store, request, key)
-        subject = subjects.node_subject(record.node_id, subjects.NODE_LOGS)
-        reply: NodeLogsReply = await ask(
-            self._bus, subject, NodeLogsRequest(sandbox_id=record.sandbox_id), NodeLogsReply, 10
-        )
-        now_ms = int(time.time() * 1000)
-        entries = [{"timestamp": now_ms, "line": line} for line in reply.lines]
-        return JSONResponse({"logs": entries, "logEntries": []})
