@@ -142,6 +142,31 @@ class NodeResumeRequest(msgspec.Struct, kw_only=True):
     egress: EgressPolicy = EgressPolicy()
 
 
+class SandboxMetric(msgspec.Struct, kw_only=True, frozen=True):
+    """One sample of a sandbox's use, as its envd sees it (E2B's SandboxMetric)."""
+
+    timestamp: float  # unix seconds
+    cpu_count: int
+    cpu_used_pct: float
+    mem_used: int  # bytes
+    mem_total: int
+    mem_cache: int
+    disk_used: int
+    disk_total: int
+
+
+class NodeMetricsRequest(msgspec.Struct, kw_only=True):
+    sandbox_ids: list[str]
+    start: float = 0.0  # unix seconds; 0: from the first sample kept
+    end: float = 0.0  # 0: until now
+    latest: bool = False  # only the newest sample of each
+
+
+class NodeMetricsReply(msgspec.Struct, kw_only=True):
+    samples: dict[str, list[SandboxMetric]] = {}  # oldest first; sandboxes not here have none
+    error: Failure | None = None
+
+
 class NetworkUpdateRequest(msgspec.Struct, kw_only=True):
     """Replaces a sandbox's egress policy (running: live on its node; paused: on resume)."""
 

@@ -34,3 +34,4 @@ NODE_RESUME = "resume"  # NodeResumeRequest -> NodeCreateReply
 NODE_SNAPSHOT = "snapshot"  # NodeSnapshotRequest -> NodeSnapshotReply
 NODE_DELETE_SNAPSHOT = "snapshot-delete"  # NodeDeleteSnapshotRequest -> KillReply
 NODE_EGRESS = "egress"  # NodeEgressRequest -> NodeEgressReply
+NODE_METRICS = "metrics"  # NodeMetricsRequest -> NodeMetricsReply

@@ -14,6 +14,7 @@ from libs.state import Store
 from .auth import Authenticator
 from .errors import ApiError, error_response
 from .routes.logs import LogRoutes
+from .routes.metrics import MetricRoutes
 from .routes.network import NetworkRoutes
 from .routes.sandboxes import SandboxRoutes
 from .routes.snapshots import SnapshotRoutes
@@ -41,13 +42,16 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
     snapshots = SnapshotRoutes(bus, store, auth, domain)
     network = NetworkRoutes(bus, store, auth)
     logs = LogRoutes(bus, store, auth)
+    metrics = MetricRoutes(bus, store, auth)
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/sandboxes", sandboxes.create_v1, methods=["POST"]),
         Route("/v2/sandboxes", sandboxes.create_v2, methods=["POST"]),
         Route("/sandboxes", sandboxes.list_v1, methods=["GET"]),
         Route("/v2/sandboxes", sandboxes.list_v2, methods=["GET"]),
+        Route("/sandboxes/metrics", metrics.many, methods=["GET"]),  # before /sandboxes/{sandbox_id}
         Route("/sandboxes/{sandbox_id}", sandboxes.get, methods=["GET"]),
+        Route("/sandboxes/{sandbox_id}/metrics", metrics.one, methods=["GET"]),
         Route("/sandboxes/{sandbox_id}", sandboxes.kill, methods=["DELETE"]),
         Route("/sandboxes/{sandbox_id}/timeout", sandboxes.set_timeout, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/refreshes", sandboxes.refresh, methods=["POST"]),

@@ -28,6 +28,7 @@ from libs.contracts.messages import (
     NodeListRequest,
     NodeLogsReply,
     NodeLogsRequest,
+    NodeMetricsRequest,
     NodePauseRequest,
     NodeResumeRequest,
     NodeSnapshotRequest,
@@ -44,6 +45,8 @@ from .pool import WarmPool
 from .running import RunningSandboxes
 from .runtime.base import RunningSandbox, Runtime
 from .sandbox_logs import parse_console
+from .sandbox_metrics import EVERY_S as METRICS_EVERY_S
+from .sandbox_metrics import MetricsSampler
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .template_snapshots import TemplateSnapshots
@@ -81,6 +84,7 @@ class NodeAgent:
         self.pool = WarmPool(
             settings, runtime, self.templates, self.template_snapshots, self.slots, self._http
         )
+        self.metrics = MetricsSampler(self.running, self._http, self.checkpoints.busy)
         self._tasks: list[asyncio.Task[None]] = []
 
     def subject(self, verb: str) -> str:
@@ -100,6 +104,7 @@ class NodeAgent:
             (subjects.NODE_SNAPSHOT, NodeSnapshotRequest, checkpoints.snapshot),
             (subjects.NODE_DELETE_SNAPSHOT, NodeDeleteSnapshotRequest, checkpoints.delete_snapshot),
             (subjects.NODE_EGRESS, NodeEgressRequest, self.update_egress),
+            (subjects.NODE_METRICS, NodeMetricsRequest, self.metrics.query),
         ]
         for verb, request_type, handler in handlers:
             await self.bus.serve(self.subject(verb), request_type, handler)
@@ -107,6 +112,7 @@ class NodeAgent:
         self._tasks = [
             asyncio.create_task(self._every(self.settings.heartbeat_s, self.heartbeat)),
             asyncio.create_task(self._every(RECONCILE_EVERY_S, self.reconcile)),
+            asyncio.create_task(self._every(METRICS_EVERY_S, self.metrics.sample_all)),
         ]
         if self.settings.pool_max > 0:
             self._tasks.append(asyncio.create_task(self.pool.run()))
@@ -152,7 +158,7 @@ class NodeAgent:
                 await self.runtime.kill(sandbox_id)
                 continue
             self.slots.mark_used(sandbox.slot)
-            await self.running.track(sandbox, record.egress)
+            await self.running.track(sandbox, record.egress, record.envd_access_token)
             log.info("re-adopted sandbox %s", sandbox_id)
         for sandbox_id in sorted(stopped):
             if sandbox_id in recorded and await self.checkpoints.recover_stopped(sandbox_id):
@@ -235,7 +241,7 @@ class NodeAgent:
             if sandbox is None:
                 sandbox = await self._boot(manifest, sandbox_id)
             sandbox_id = sandbox.sandbox_id
-            await self.running.track(sandbox, request.egress)
+            await self.running.track(sandbox, request.egress, request.envd_access_token)
             await envd_client.init(
                 self._http,
                 sandbox.address,

@@ -75,6 +75,11 @@ class Checkpoints:
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
 
+    def busy(self, sandbox_id: str) -> bool:
+        """Whether a pause, resume or snapshot of the sandbox is under way."""
+        lock = self._locks.get(sandbox_id)
+        return lock is not None and lock.locked()
+
     # Pause and resume
 
     async def pause(self, request: NodePauseRequest) -> NodePauseReply:
@@ -268,7 +273,7 @@ class Checkpoints:
             await envd_client.wait_ready(
                 self._http, sandbox.address, self._settings.envd_ready_timeout_s, manifest.services
             )
-            await self._running.track(sandbox, request.egress)
+            await self._running.track(sandbox, request.egress, request.envd_access_token)
             await envd_client.init(
                 self._http,
                 sandbox.address,

@@ -18,6 +18,7 @@ class RunningSandboxes:
         self._egress = egress
         self._by_id: dict[str, RunningSandbox] = {}
         self._since: dict[str, float] = {}
+        self._tokens: dict[str, str | None] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -25,16 +26,25 @@ class RunningSandboxes:
     def get(self, sandbox_id: str) -> RunningSandbox | None:
         return self._by_id.get(sandbox_id)
 
-    async def track(self, sandbox: RunningSandbox, egress: EgressPolicy) -> None:
+    def all(self) -> list[RunningSandbox]:
+        return list(self._by_id.values())
+
+    def access_token(self, sandbox_id: str) -> str | None:
+        """What its envd takes as `X-Access-Token` (None: an unsecured envd)."""
+        return self._tokens.get(sandbox_id)
+
+    async def track(self, sandbox: RunningSandbox, egress: EgressPolicy, access_token: str | None) -> None:
         """Ours from now on; its egress policy holds before anything else runs in it."""
         await self._egress.attach(sandbox.sandbox_id, sandbox.slot, sandbox.address, egress)
         self._by_id[sandbox.sandbox_id] = sandbox
         self._since[sandbox.sandbox_id] = time.time()
+        self._tokens[sandbox.sandbox_id] = access_token
 
     async def forget(self, sandbox_id: str) -> None:
         """No longer ours (killed, paused): its egress rules go and its slot is free again."""
         sandbox = self._by_id.pop(sandbox_id, None)
         self._since.pop(sandbox_id, None)
+        self._tokens.pop(sandbox_id, None)
         if sandbox is not None:
             await self._egress.detach(sandbox_id, sandbox.slot, sandbox.address)
             self._slots.release(sandbox.slot)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -82,5 +83,29 @@ def test_e2b_cli_sandbox_logs(stack, conn):
         (entry,) = newest.json()["logs"]
         assert {"timestamp", "level", "message", "fields"} <= entry.keys()
         assert api.get(f"/v2/sandboxes/{sbx.sandbox_id}/logs", params={"level": "loud"}).status_code == 400
+    finally:
+        sbx.kill()
+
+
+def test_e2b_cli_sandbox_metrics(stack, conn):
+    cli = NODE_DIR / "node_modules" / ".bin" / "e2b"
+    if not cli.exists():
+        pytest.skip("run scripts/install.sh: it installs the e2b CLI under tests/e2e/node")
+    from e2b import Sandbox
+
+    sbx = Sandbox.create(**conn)
+    try:
+        deadline = time.monotonic() + 30
+        while not sbx.get_metrics():
+            assert time.monotonic() < deadline, "no metrics"
+            time.sleep(1)
+        env = {**os.environ, **stack.client_env()}
+        done = subprocess.run(
+            [str(cli), "sandbox", "metrics", sbx.sandbox_id, "--format", "json"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        assert printed and {"cpuCount", "cpuUsedPct", "memUsed", "memTotal"} <= printed[-1].keys()
     finally:
         sbx.kill()

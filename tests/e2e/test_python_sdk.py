@@ -164,3 +164,21 @@ def test_idempotency_key_gives_one_sandbox(conn):
             Sandbox.create(idempotency_key=key, metadata={"idem": "other"}, **conn)
     finally:
         first.kill()
+
+
+def test_metrics(sbx, conn, stack):
+    deadline = time.time() + 30  # the node samples every few seconds
+    while not (samples := sbx.get_metrics()):
+        assert time.time() < deadline, "no metrics"
+        time.sleep(1)
+    latest = samples[-1]
+    assert latest.cpu_count >= 1 and 0 <= latest.cpu_used_pct <= 100 * latest.cpu_count
+    assert 0 < latest.mem_used <= latest.mem_total
+    # The guest's view of its root: under gVisor's in-memory overlay, no size limit yet.
+    assert 0 <= latest.disk_used <= latest.disk_total
+    api = httpx.Client(base_url=conn["api_url"], headers={"X-API-Key": conn["api_key"]})
+    many = api.get("/sandboxes/metrics", params={"sandbox_ids": f"{sbx.sandbox_id},nosuchsandbox"}).json()
+    assert list(many["sandboxes"]) == [sbx.sandbox_id]
+    assert many["sandboxes"][sbx.sandbox_id]["memTotal"] == latest.mem_total
+    assert api.get(f"/sandboxes/{sbx.sandbox_id}/metrics", params={"start": "soon"}).status_code == 400
+    assert api.get("/sandboxes/nosuchsandbox/metrics").status_code == 404
