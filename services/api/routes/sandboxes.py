@@ -58,15 +58,21 @@ def parse_metadata_filter(raw: str) -> dict[str, str]:
     return pairs
 
 
-def parse_time(name: str, raw: str | None) -> float | None:
-    """An ISO 8601 time from the query (no zone: UTC), as unix seconds."""
+def parse_time(name: str, raw: str | None) -> datetime | None:
+    """An ISO 8601 time from the query (no zone: UTC)."""
     if raw is None:
         return None
     try:
         when = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
         raise ApiError(400, f"invalid {name} '{raw}': expected an ISO 8601 time") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _shown(ts: float) -> datetime:
+    """A time as the API shows it (`startedAt`, to the microsecond): a client that sends one
+    back as a bound must find the sandbox it came from on its side of it."""
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def _page_token(record: SandboxRecord) -> str:
@@ -197,8 +203,8 @@ class SandboxRoutes:
             and r.state in states
             and all(r.metadata.get(k) == v for k, v in metadata.items())
             and (template is None or template in (r.template_id, r.alias, r.snapshot_id))
-            and (after is None or r.started_at >= after)
-            and (before is None or r.started_at < before)
+            and (after is None or _shown(r.started_at) >= after)
+            and (before is None or _shown(r.started_at) < before)
         ]
         selected.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=not _ascending(request))
         return selected
