@@ -57,23 +57,27 @@ def test_npm_sdk(stack):
     assert seen["running"] is False
 
 
-def test_e2b_cli_sandbox_logs(stack, conn):
-    """`e2b sandbox logs` parses each log line as JSON (level, logger); the v2 endpoint
-    pages structured entries."""
+def _e2b_cli(stack, *args: str) -> list[dict]:
+    """What the e2b CLI prints with `--format json`, one object a line."""
     cli = NODE_DIR / "node_modules" / ".bin" / "e2b"
     if not cli.exists():
         pytest.skip("run scripts/install.sh: it installs the e2b CLI under tests/e2e/node")
+    env = {**os.environ, **stack.client_env()}
+    done = subprocess.run(
+        [str(cli), *args, "--format", "json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_e2b_cli_sandbox_logs(stack, conn):
+    """`e2b sandbox logs` parses each log line as JSON (level, logger); the v2 endpoint
+    pages structured entries."""
     from e2b import Sandbox
 
     sbx = Sandbox.create(**conn)
     try:
-        env = {**os.environ, **stack.client_env()}
-        done = subprocess.run(
-            [str(cli), "sandbox", "logs", sbx.sandbox_id, "--format", "json"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
-        printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        printed = _e2b_cli(stack, "sandbox", "logs", sbx.sandbox_id)
         assert printed and all({"timestamp", "level", "logger", "message"} <= e.keys() for e in printed)
         assert any("Uvicorn running" in e["message"] or "listening again" in e["message"] for e in printed)
 
@@ -88,9 +92,6 @@ def test_e2b_cli_sandbox_logs(stack, conn):
 
 
 def test_e2b_cli_sandbox_metrics(stack, conn):
-    cli = NODE_DIR / "node_modules" / ".bin" / "e2b"
-    if not cli.exists():
-        pytest.skip("run scripts/install.sh: it installs the e2b CLI under tests/e2e/node")
     from e2b import Sandbox
 
     sbx = Sandbox.create(**conn)
@@ -99,13 +100,7 @@ def test_e2b_cli_sandbox_metrics(stack, conn):
         while not sbx.get_metrics():
             assert time.monotonic() < deadline, "no metrics"
             time.sleep(1)
-        env = {**os.environ, **stack.client_env()}
-        done = subprocess.run(
-            [str(cli), "sandbox", "metrics", sbx.sandbox_id, "--format", "json"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
-        printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        printed = _e2b_cli(stack, "sandbox", "metrics", sbx.sandbox_id)
         assert printed and {"cpuCount", "cpuUsedPct", "memUsed", "memTotal"} <= printed[-1].keys()
     finally:
         sbx.kill()
