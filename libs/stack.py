@@ -289,12 +289,16 @@ class LocalStack:
         return key
 
     def stop(self, kill_sandboxes: Callable[[], None] | None = None) -> None:
-        for name in [label for label in self._processes if label not in ("redis", "nats")]:
-            self.stop_service(name)
-        if kill_sandboxes is not None:
-            kill_sandboxes()
-        for name in ("redis", "nats"):
-            self.stop_service(name)
+        """Stops the services, kills the sandboxes (`kill_sandboxes`, which needs Redis),
+        then Redis and NATS, whatever failed before them."""
+        try:
+            for name in [label for label in self._processes if label not in ("redis", "nats")]:
+                self.stop_service(name)
+            if kill_sandboxes is not None:
+                kill_sandboxes()
+        finally:
+            for name in ("redis", "nats"):
+                self.stop_service(name)
 
 
 async def clear_sandbox_records(redis_url: str) -> None:
