@@ -170,12 +170,12 @@ class CompiledPolicy:
         )
 
 
+_ALWAYS_DENY_NETWORKS: tuple[Network, ...] = tuple(map(ipaddress.ip_network, ALWAYS_DENY + ALWAYS_DENY6))
+
+
 def always_denied(address: str, extra: tuple[Network, ...] = ()) -> bool:
     ip = ipaddress.ip_address(address)
-    ranges = ALWAYS_DENY if ip.version == 4 else ALWAYS_DENY6
-    return any(ip in ipaddress.ip_network(r) for r in ranges) or any(
-        ip in network for network in extra if network.version == ip.version
-    )
+    return any(ip in network for network in (*_ALWAYS_DENY_NETWORKS, *extra) if network.version == ip.version)
 
 
 def parse_networks(raw: str) -> tuple[Network, ...]:

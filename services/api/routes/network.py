@@ -12,7 +12,7 @@ from libs.bus import Bus
 from libs.contracts import subjects
 from libs.contracts.messages import NetworkUpdateRequest, SandboxReply
 from libs.contracts.records import EgressPolicy
-from libs.egress_policy import PolicyError, parse
+from libs.egress_policy import CompiledPolicy, PolicyError, parse
 from libs.state import Store
 
 from ..auth import Authenticator
@@ -43,8 +43,9 @@ def egress_policy(network: NetworkConfig | NetworkUpdate, allow_internet_access:
                 raise ValueError
         except ValueError:
             raise ApiError(400, f"network.dnsServers: '{server}' is not an IPv4 address") from None
-    names = any(not _is_network(entry) for entry in policy.allow_out)
-    if names and servers:  # as E2B: the servers are reachable where domains are allowed
+    if (
+        servers and CompiledPolicy.of(policy).has_names
+    ):  # as E2B: the servers are reachable where domains are allowed
         extra = [f"{server}/32" for server in servers if f"{server}/32" not in policy.allow_out]
         return EgressPolicy(
             allow_out=[*policy.allow_out, *extra],
@@ -52,14 +53,6 @@ def egress_policy(network: NetworkConfig | NetworkUpdate, allow_internet_access:
             allow_internet_access=policy.allow_internet_access,
         )
     return policy
-
-
-def _is_network(entry: str) -> bool:
-    try:
-        ipaddress.ip_network(entry)
-    except ValueError:
-        return False
-    return True
 
 
 class NetworkRoutes:
