@@ -117,6 +117,8 @@ class LocalStack:
         env = {
             "E2B_API_URL": self.config.api_url,
             "E2B_SANDBOX_URL": self.config.sandbox_url,
+            # The volume content API is the control-plane API's (forwarded to the volume's node).
+            "E2B_VOLUME_API_URL": self.config.api_url,
             "E2B_DOMAIN": self.config.domain,
             "E2B_API_KEY": self.api_key,
         }

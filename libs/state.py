@@ -18,6 +18,7 @@ from libs.contracts.records import (
     SandboxRecord,
     SnapshotRecord,
     TemplateRecord,
+    VolumeRecord,
 )
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -203,6 +204,40 @@ class Store:
 
     async def node_snapshot_images(self, node_id: str) -> set[str]:
         return {raw.decode() for raw in await self.redis.smembers(keys.node_snapshots(node_id))}
+
+    # Volumes
+
+    async def add_volume(self, record: VolumeRecord) -> bool:
+        """Records a new volume; False when the owner already has one of that name."""
+        if not await self.redis.hsetnx(keys.owner_volume_names(record.owner), record.name, record.volume_id):
+            return False
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(keys.volume(record.volume_id), _encoder.encode(record))
+            tx.sadd(keys.VOLUMES, record.volume_id)
+            await tx.execute()
+        return True
+
+    async def volume(self, volume_id: str) -> VolumeRecord | None:
+        return await self._get(keys.volume(volume_id), VolumeRecord)
+
+    async def owner_volume(self, owner: str, name: str) -> VolumeRecord | None:
+        volume_id = await self.redis.hget(keys.owner_volume_names(owner), name)
+        return None if volume_id is None else await self.volume(volume_id.decode())
+
+    async def volumes(self) -> list[VolumeRecord]:
+        ids = [raw.decode() for raw in await self.redis.smembers(keys.VOLUMES)]
+        records = await self._get_many([keys.volume(i) for i in ids], VolumeRecord)
+        return sorted(records, key=lambda v: v.created_at)
+
+    async def delete_volume(self, record: VolumeRecord) -> None:
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.delete(keys.volume(record.volume_id))
+            tx.srem(keys.VOLUMES, record.volume_id)
+            tx.hdel(keys.owner_volume_names(record.owner), record.name)
+            await tx.execute()
+
+    async def owner_sandbox_ids(self, key_hash: str) -> list[str]:
+        return [raw.decode() for raw in await self.redis.smembers(keys.owner_sandboxes(key_hash))]
 
     # Nodes
 

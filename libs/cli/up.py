@@ -19,6 +19,7 @@ from services.nodeagent.templates.build import BuildError
 from services.nodeagent.templates.fingerprint import source_fingerprint
 from services.nodeagent.templates.recipe import UnknownRecipe, load_recipe, recipe_path
 from services.nodeagent.templates.store import TemplateStore, is_current
+from services.nodeagent.volumes.disks import VolumeDisks
 
 from .output import console
 from .templates import build_with_progress
@@ -47,6 +48,8 @@ def kill_all_sandboxes(data_dir: Path, redis_url: str) -> None:
                 await egress.remove(sandbox.slot)
             for sandbox_id in await runtime.leftovers():
                 await runtime.kill(sandbox_id)
+        # Volumes stay (their images), unmounted: the next node agent mounts them again.
+        await VolumeDisks(data_dir / "volumes").unmount_all()
         await clear_sandbox_records(redis_url)
 
     asyncio.run(run())

@@ -10,6 +10,7 @@ NODES = f"{PREFIX}:nodes"  # SET node ids
 TEMPLATES = f"{PREFIX}:tpls"  # SET template ids
 API_KEYS = f"{PREFIX}:keys"  # SET key hashes
 SNAPSHOT_INDEX = f"{PREFIX}:snap:index"  # ZSET snapshot id -> created_at
+VOLUMES = f"{PREFIX}:vols"  # SET volume ids
 REAPER_LOCK = f"{PREFIX}:reaper:lock"  # STRING holder id, with expiry
 
 
@@ -61,3 +62,12 @@ def idempotency(key_hash: str, idempotency_key: str) -> str:
 def owner_sandboxes(key_hash: str) -> str:
     """SET of the sandbox ids an API key holds (its concurrency count)."""
     return f"{PREFIX}:key:{key_hash}:sbx"
+
+
+def volume(volume_id: str) -> str:
+    return f"{PREFIX}:vol:{volume_id}"
+
+
+def owner_volume_names(key_hash: str) -> str:
+    """HASH volume name -> volume id of an API key's volumes (names are unique per key)."""
+    return f"{PREFIX}:key:{key_hash}:vols"

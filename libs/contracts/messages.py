@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .records import EgressPolicy, SandboxRecord, SnapshotRecord
+from .records import EgressPolicy, SandboxRecord, SnapshotRecord, VolumeMount, VolumeRecord
 
 
 class Failure(msgspec.Struct, kw_only=True):
@@ -29,6 +29,7 @@ class PlaceRequest(msgspec.Struct, kw_only=True):
     egress: EgressPolicy | None = None
     auto_pause: bool = False
     auto_resume: bool = False
+    volume_mounts: list[VolumeMount] = []  # resolved by the API from the owner's volume names
 
 
 class SandboxReply(msgspec.Struct, kw_only=True):
@@ -65,6 +66,7 @@ class NodeCreateRequest(msgspec.Struct, kw_only=True):
     # token it was taken with.
     snapshot_image_id: str = ""
     snapshot_access_token: str | None = None
+    volume_mounts: list[VolumeMount] = []
 
 
 class NodeCreateReply(msgspec.Struct, kw_only=True):
@@ -140,6 +142,7 @@ class NodeResumeRequest(msgspec.Struct, kw_only=True):
     env_vars: dict[str, str] = {}
     envd_access_token: str | None = None
     egress: EgressPolicy = EgressPolicy()
+    volume_mounts: list[VolumeMount] = []  # what it mounted when paused: a restore needs the same
 
 
 class SandboxMetric(msgspec.Struct, kw_only=True, frozen=True):
@@ -225,3 +228,22 @@ class NodeSnapshotReply(msgspec.Struct, kw_only=True):
 
 class NodeDeleteSnapshotRequest(msgspec.Struct, kw_only=True):
     image_id: str
+
+
+class CreateVolumeRequest(msgspec.Struct, kw_only=True):
+    name: str
+    owner: str
+
+
+class VolumeReply(msgspec.Struct, kw_only=True):
+    volume: VolumeRecord | None = None
+    error: Failure | None = None
+
+
+class DeleteVolumeRequest(msgspec.Struct, kw_only=True):
+    volume_id: str
+    owner: str
+
+
+class NodeVolumeRequest(msgspec.Struct, kw_only=True):
+    volume_id: str

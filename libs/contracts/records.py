@@ -34,6 +34,27 @@ class EgressDenial(msgspec.Struct, kw_only=True, frozen=True):
     rule: str  # always-deny, deny-out, not-allowed
 
 
+class VolumeMount(msgspec.Struct, kw_only=True, frozen=True):
+    """A volume mounted into a sandbox at `path` (E2B's `volumeMounts`: by name)."""
+
+    volume_id: str
+    name: str
+    path: str
+
+
+class VolumeRecord(msgspec.Struct, kw_only=True):
+    """A persistent volume: a filesystem of its own (its size a hard quota, set per node) on
+    the node that holds it, mounted into sandboxes placed there and reached by its token
+    through the content API."""
+
+    volume_id: str
+    name: str  # unique per owner; sandboxes mount it by name
+    owner: str
+    token: str  # `Authorization: Bearer` of the volume content API
+    node_id: str
+    created_at: float
+
+
 class SandboxRecord(msgspec.Struct, kw_only=True):
     sandbox_id: str
     template_id: str
@@ -60,6 +81,7 @@ class SandboxRecord(msgspec.Struct, kw_only=True):
     auto_pause: bool = False  # pause instead of kill when the lease ends
     auto_resume: bool = False  # traffic through the proxy resumes it
     snapshot_id: str | None = None  # the persistent snapshot it was created from
+    volume_mounts: list[VolumeMount] = []
 
 
 class SnapshotRecord(msgspec.Struct, kw_only=True):
@@ -84,6 +106,7 @@ class SnapshotRecord(msgspec.Struct, kw_only=True):
     disk_mb: int
     size_bytes: int = 0
     created_at: float
+    volume_mounts: list[VolumeMount] = []  # what sandboxes created from it mount again
 
 
 class NodeRecord(msgspec.Struct, kw_only=True):
@@ -100,6 +123,7 @@ class NodeRecord(msgspec.Struct, kw_only=True):
     heartbeat_at: float
     started_at: float
     status: str = NODE_READY
+    volume_url: str = ""  # its volume content server; empty: it holds no volumes
 
     @property
     def free_slots(self) -> int:

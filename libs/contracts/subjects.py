@@ -13,6 +13,8 @@ SNAPSHOT = "corral.scheduler.snapshot"  # SnapshotRequest -> SnapshotReply
 DELETE_SNAPSHOT = "corral.scheduler.snapshot-delete"  # DeleteSnapshotRequest -> KillReply
 FORK = "corral.scheduler.fork"  # ForkRequest -> ForkReply
 NETWORK = "corral.scheduler.network"  # NetworkUpdateRequest -> SandboxReply
+CREATE_VOLUME = "corral.scheduler.volume-create"  # CreateVolumeRequest -> VolumeReply
+DELETE_VOLUME = "corral.scheduler.volume-delete"  # DeleteVolumeRequest -> KillReply
 
 # Published (no reply): a sandbox stopped being reachable; proxies drop their routes.
 SANDBOX_GONE = "corral.events.sandbox.gone"  # SandboxGone
@@ -35,3 +37,5 @@ NODE_SNAPSHOT = "snapshot"  # NodeSnapshotRequest -> NodeSnapshotReply
 NODE_DELETE_SNAPSHOT = "snapshot-delete"  # NodeDeleteSnapshotRequest -> KillReply
 NODE_EGRESS = "egress"  # NodeEgressRequest -> NodeEgressReply
 NODE_METRICS = "metrics"  # NodeMetricsRequest -> NodeMetricsReply
+NODE_CREATE_VOLUME = "volume-create"  # NodeVolumeRequest -> KillReply (killed: created)
+NODE_DELETE_VOLUME = "volume-delete"  # NodeVolumeRequest -> KillReply

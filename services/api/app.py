@@ -19,6 +19,7 @@ from .routes.network import NetworkRoutes
 from .routes.sandboxes import SandboxRoutes
 from .routes.snapshots import SnapshotRoutes
 from .routes.templates import TemplateRoutes
+from .routes.volumes import VolumeRoutes
 
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
@@ -43,6 +44,7 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
     network = NetworkRoutes(bus, store, auth)
     logs = LogRoutes(bus, store, auth)
     metrics = MetricRoutes(bus, store, auth)
+    volumes = VolumeRoutes(bus, store, auth)
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/sandboxes", sandboxes.create_v1, methods=["POST"]),
@@ -69,6 +71,15 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
         Route("/templates/{template_id:path}", snapshots.delete, methods=["DELETE"]),
         Route("/templates", templates.list, methods=["GET"]),
         Route("/templates/aliases/{alias}", templates.by_alias, methods=["GET"]),
+        Route("/volumes", volumes.list, methods=["GET"]),
+        Route("/volumes", volumes.create, methods=["POST"]),
+        Route("/volumes/{volume_id}", volumes.get, methods=["GET"]),
+        Route("/volumes/{volume_id}", volumes.delete, methods=["DELETE"]),
+        Route(
+            "/volumecontent/{volume_id}/{operation}",
+            volumes.content,
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        ),
     ]
     return Starlette(
         routes=routes,

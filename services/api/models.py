@@ -41,6 +41,15 @@ class AutoResume(msgspec.Struct, kw_only=True):
     enabled: bool = False
 
 
+class VolumeMountBody(msgspec.Struct, kw_only=True):
+    name: str
+    path: str
+
+
+class NewVolume(msgspec.Struct, kw_only=True):
+    name: str
+
+
 class NewSandbox(msgspec.Struct, rename="camel", kw_only=True):
     template_id: str = msgspec.field(name="templateID")
     timeout: int | None = None
@@ -52,6 +61,7 @@ class NewSandbox(msgspec.Struct, rename="camel", kw_only=True):
     auto_pause_memory: bool | None = None
     auto_resume: AutoResume | None = None
     network: NetworkConfig | None = None
+    volume_mounts: list[VolumeMountBody] | None = None
 
 
 class TimeoutBody(msgspec.Struct, kw_only=True):
@@ -102,6 +112,8 @@ def listed_body(record: SandboxRecord) -> dict[str, object]:
     }
     if record.alias:
         body["alias"] = record.alias
+    if record.volume_mounts:
+        body["volumeMounts"] = [{"name": m.name, "path": m.path} for m in record.volume_mounts]
     return body
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,10 +33,11 @@ from libs.contracts.messages import (
     NodePauseRequest,
     NodeResumeRequest,
     NodeSnapshotRequest,
+    NodeVolumeRequest,
     SandboxGone,
     SandboxPaused,
 )
-from libs.contracts.records import NodeRecord, TemplateRecord
+from libs.contracts.records import NodeRecord, TemplateRecord, VolumeMount
 from libs.state import Store
 
 from . import envd_client
@@ -51,6 +53,7 @@ from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .template_snapshots import TemplateSnapshots
 from .templates.store import TemplateManifest, TemplateStore
+from .volumes.service import Volumes, VolumeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,11 @@ class NodeAgent:
         self.slots = Slots(settings.slot_base, settings.max_sandboxes)
         self.egress = Egress(settings, store)
         self.running = RunningSandboxes(self.slots, self.egress)
+        self.volumes = Volumes(settings, store)
         self._started_at = time.time()
         self._http = httpx.AsyncClient()
         self.checkpoints = Checkpoints(
-            settings, runtime, self.templates, self.slots, self.running, self._http
+            settings, runtime, self.templates, self.slots, self.running, self.volumes, self._http
         )
         self.template_snapshots = TemplateSnapshots(
             runtime, self.templates, self.slots, self._http, settings.envd_ready_timeout_s
@@ -92,6 +96,7 @@ class NodeAgent:
 
     async def start(self) -> None:
         await self.egress.start()
+        await self.volumes.start()
         await self.adopt()
         checkpoints = self.checkpoints
         handlers: list[tuple[str, type[msgspec.Struct], Callable[[Any], Awaitable[msgspec.Struct]]]] = [
@@ -105,6 +110,8 @@ class NodeAgent:
             (subjects.NODE_DELETE_SNAPSHOT, NodeDeleteSnapshotRequest, checkpoints.delete_snapshot),
             (subjects.NODE_EGRESS, NodeEgressRequest, self.update_egress),
             (subjects.NODE_METRICS, NodeMetricsRequest, self.metrics.query),
+            (subjects.NODE_CREATE_VOLUME, NodeVolumeRequest, self.volumes.create),
+            (subjects.NODE_DELETE_VOLUME, NodeVolumeRequest, self.delete_volume),
         ]
         for verb, request_type, handler in handlers:
             await self.bus.serve(self.subject(verb), request_type, handler)
@@ -123,6 +130,7 @@ class NodeAgent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.drain()
+        await self.volumes.stop()
         await self.egress.stop()
         await self._http.aclose()
 
@@ -158,7 +166,9 @@ class NodeAgent:
                 await self.runtime.kill(sandbox_id)
                 continue
             self.slots.mark_used(sandbox.slot)
-            await self.running.track(sandbox, record.egress, record.envd_access_token)
+            await self.running.track(
+                sandbox, record.egress, record.envd_access_token, _volume_ids(record.volume_mounts)
+            )
             log.info("re-adopted sandbox %s", sandbox_id)
         for sandbox_id in sorted(stopped):
             if sandbox_id in recorded and await self.checkpoints.recover_stopped(sandbox_id):
@@ -221,12 +231,18 @@ class NodeAgent:
                 max_sandboxes=self.settings.max_sandboxes,
                 heartbeat_at=time.time(),
                 started_at=self._started_at,
+                volume_url=self.volumes.url,
             )
         )
 
     async def create(self, request: NodeCreateRequest) -> NodeCreateReply:
         """A warm clone if the pool has one, else a restore from the template's snapshot,
-        else a boot, personalised through envd /init; or a restore of a persistent snapshot."""
+        else a boot, personalised through envd /init; or a restore of a persistent snapshot.
+        A sandbox that mounts volumes is booted with them (a checkpoint restores only the
+        mounts it was taken with)."""
+        if request.volume_mounts and not self.runtime.supports_volumes:
+            message = f"volumes cannot be mounted by this node's {self.runtime.name} runtime"
+            return NodeCreateReply(error=Failure(status=400, message=message))
         if request.snapshot_image_id:
             return await self.checkpoints.create_from_snapshot(request)
         manifest = await asyncio.to_thread(self.templates.get, request.template_id)
@@ -235,13 +251,19 @@ class NodeAgent:
             return NodeCreateReply(error=Failure(status=404, message=message))
         sandbox_id = request.sandbox_id
         try:
-            sandbox = self.pool.claim(manifest.template_id) or await self.pool.restore_for_create(
-                manifest, sandbox_id
-            )
+            if request.volume_mounts:
+                volumes = await self.volumes.host_dirs(request.volume_mounts)
+                sandbox = await self._boot(manifest, sandbox_id, volumes)
+            else:
+                sandbox = self.pool.claim(manifest.template_id) or await self.pool.restore_for_create(
+                    manifest, sandbox_id
+                )
             if sandbox is None:
-                sandbox = await self._boot(manifest, sandbox_id)
+                sandbox = await self._boot(manifest, sandbox_id, [])
             sandbox_id = sandbox.sandbox_id
-            await self.running.track(sandbox, request.egress, request.envd_access_token)
+            await self.running.track(
+                sandbox, request.egress, request.envd_access_token, _volume_ids(request.volume_mounts)
+            )
             await envd_client.init(
                 self._http,
                 sandbox.address,
@@ -251,6 +273,8 @@ class NodeAgent:
             )
         except NoFreeSlot as exc:
             return NodeCreateReply(error=Failure(status=503, message=str(exc)))
+        except VolumeUnavailable as exc:
+            return NodeCreateReply(error=Failure(status=409, message=str(exc)))
         except Exception as exc:
             log.exception("create of %s failed", sandbox_id)
             await self._kill(sandbox_id)
@@ -259,9 +283,11 @@ class NodeAgent:
             sandbox_id=sandbox_id, host=sandbox.address, envd_version=manifest.envd_version
         )
 
-    async def _boot(self, manifest: TemplateManifest, sandbox_id: str) -> RunningSandbox:
+    async def _boot(
+        self, manifest: TemplateManifest, sandbox_id: str, volumes: list[tuple[Path, str]]
+    ) -> RunningSandbox:
         slot = self.slots.take()
-        spec = self.templates.sandbox_spec(manifest, sandbox_id, slot)
+        spec = self.templates.sandbox_spec(manifest, sandbox_id, slot, volumes=volumes)
         try:
             sandbox = await self.runtime.create(spec)
             await envd_client.wait_ready(
@@ -282,6 +308,13 @@ class NodeAgent:
     async def kill(self, request: NodeKillRequest) -> KillReply:
         return KillReply(killed=await self._kill(request.sandbox_id))
 
+    async def delete_volume(self, request: NodeVolumeRequest) -> KillReply:
+        in_use = self.running.mounting(request.volume_id)
+        if in_use:
+            message = f"volume '{request.volume_id}' is mounted by sandbox {in_use[0]}"
+            return KillReply(error=Failure(status=409, message=message))
+        return await self.volumes.delete(request)
+
     async def update_egress(self, request: NodeEgressRequest) -> NodeEgressReply:
         if self.running.get(request.sandbox_id) is None:
             message = f"sandbox '{request.sandbox_id}' is not running on this node"
@@ -300,6 +333,10 @@ class NodeAgent:
         return NodeLogsReply(
             entries=parse_console(await self.runtime.logs(request.sandbox_id, request.limit))
         )
+
+
+def _volume_ids(mounts: list[VolumeMount]) -> tuple[str, ...]:
+    return tuple(m.volume_id for m in mounts)
 
 
 def _cpu_count() -> int:

@@ -37,6 +37,7 @@ from .runtime.base import RestartFailed, RunningSandbox, Runtime
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .templates.store import TemplateManifest, TemplateStore
+from .volumes.service import Volumes, VolumeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Checkpoints:
         templates: TemplateStore,
         slots: Slots,
         running: RunningSandboxes,
+        volumes: Volumes,
         http: httpx.AsyncClient,
     ) -> None:
         self._settings = settings
@@ -67,6 +69,7 @@ class Checkpoints:
         self._templates = templates
         self._slots = slots
         self._running = running
+        self._volumes = volumes
         self._http = http
         self.images = ImageStore(Path(settings.data_dir))
         self._locks: dict[str, asyncio.Lock] = {}
@@ -264,16 +267,25 @@ class Checkpoints:
             return NodeCreateReply(error=Failure(status=404, message=message))
         manifest, build_dir = build
         try:
+            volumes = await self._volumes.host_dirs(request.volume_mounts)
+        except VolumeUnavailable as exc:
+            return NodeCreateReply(error=Failure(status=409, message=str(exc)))
+        try:
             slot = self._slots.take()
         except NoFreeSlot as exc:
             return NodeCreateReply(error=Failure(status=503, message=str(exc)))
-        spec = self._templates.sandbox_spec(manifest, sandbox_id, slot, build_dir)
+        spec = self._templates.sandbox_spec(manifest, sandbox_id, slot, build_dir, volumes)
         try:
             sandbox = await self._runtime.restore(spec, image)
             await envd_client.wait_ready(
                 self._http, sandbox.address, self._settings.envd_ready_timeout_s, manifest.services
             )
-            await self._running.track(sandbox, request.egress, request.envd_access_token)
+            await self._running.track(
+                sandbox,
+                request.egress,
+                request.envd_access_token,
+                tuple(m.volume_id for m in request.volume_mounts),
+            )
             await envd_client.init(
                 self._http,
                 sandbox.address,

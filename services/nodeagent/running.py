@@ -19,6 +19,7 @@ class RunningSandboxes:
         self._by_id: dict[str, RunningSandbox] = {}
         self._since: dict[str, float] = {}
         self._tokens: dict[str, str | None] = {}
+        self._volumes: dict[str, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -33,18 +34,30 @@ class RunningSandboxes:
         """What its envd takes as `X-Access-Token` (None: an unsecured envd)."""
         return self._tokens.get(sandbox_id)
 
-    async def track(self, sandbox: RunningSandbox, egress: EgressPolicy, access_token: str | None) -> None:
+    async def track(
+        self,
+        sandbox: RunningSandbox,
+        egress: EgressPolicy,
+        access_token: str | None,
+        volume_ids: tuple[str, ...] = (),
+    ) -> None:
         """Ours from now on; its egress policy holds before anything else runs in it."""
         await self._egress.attach(sandbox.sandbox_id, sandbox.slot, sandbox.address, egress)
         self._by_id[sandbox.sandbox_id] = sandbox
         self._since[sandbox.sandbox_id] = time.time()
         self._tokens[sandbox.sandbox_id] = access_token
+        self._volumes[sandbox.sandbox_id] = volume_ids
+
+    def mounting(self, volume_id: str) -> list[str]:
+        """The sandboxes here that mount the volume."""
+        return sorted(s for s, volumes in self._volumes.items() if volume_id in volumes)
 
     async def forget(self, sandbox_id: str) -> None:
         """No longer ours (killed, paused): its egress rules go and its slot is free again."""
         sandbox = self._by_id.pop(sandbox_id, None)
         self._since.pop(sandbox_id, None)
         self._tokens.pop(sandbox_id, None)
+        self._volumes.pop(sandbox_id, None)
         if sandbox is not None:
             await self._egress.detach(sandbox_id, sandbox.slot, sandbox.address)
             self._slots.release(sandbox.slot)

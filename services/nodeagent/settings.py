@@ -48,6 +48,12 @@ class NodeSettings(msgspec.Struct):
     dns_hosts: str = ""
     dns_port: int = 0
     egress_proxy_port: int = 0
+    # Volumes: the size (a hard quota) of each new one, and where their content server
+    # listens (port 0: any free) and is reached by the API (empty: the listening host).
+    volume_size_mb: int = 10240
+    volume_host: str = "127.0.0.1"
+    volume_port: int = 0
+    volume_advertise_host: str = ""
     log_level: str = "INFO"
 
     @property

@@ -99,6 +99,7 @@ class SnapshotHandlers:
             disk_mb=record.disk_mb,
             size_bytes=reply.size_bytes,
             created_at=time.time(),
+            volume_mounts=record.volume_mounts,
         )
 
     async def _node_delete_image(self, snapshot: SnapshotRecord) -> None:

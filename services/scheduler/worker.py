@@ -12,7 +12,9 @@ import msgspec
 from libs.bus import Bus, BusError
 from libs.contracts import subjects
 from libs.contracts.messages import (
+    CreateVolumeRequest,
     DeleteSnapshotRequest,
+    DeleteVolumeRequest,
     Failure,
     ForkRequest,
     KillReply,
@@ -40,6 +42,8 @@ from libs.contracts.records import (
     SANDBOX_RUNNING,
     EgressPolicy,
     SandboxRecord,
+    SnapshotRecord,
+    VolumeMount,
 )
 from libs.ids import new_sandbox_id, new_token
 from libs.state import Store
@@ -49,6 +53,7 @@ from .refused import Refused, failure
 from .settings import SchedulerSettings
 from .snapshots import SnapshotHandlers
 from .sources import Source
+from .volumes import VolumeHandlers
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,9 @@ class Scheduler:
         )
         await self.bus.serve(subjects.FORK, ForkRequest, snapshots.fork, queue=queue)
         await self.bus.serve(subjects.NETWORK, NetworkUpdateRequest, self.update_network, queue=queue)
+        volumes = VolumeHandlers(self)
+        await self.bus.serve(subjects.CREATE_VOLUME, CreateVolumeRequest, volumes.create, queue=queue)
+        await self.bus.serve(subjects.DELETE_VOLUME, DeleteVolumeRequest, volumes.delete, queue=queue)
         await self.bus.listen(subjects.SANDBOX_GONE, SandboxGone, self.forget, queue=queue)
         await self.bus.listen(subjects.SANDBOX_PAUSED, SandboxPaused, self.found_paused, queue=queue)
 
@@ -117,6 +125,11 @@ class Scheduler:
         snapshot = source.snapshot
         env_vars = {**snapshot.env_vars, **request.env_vars} if snapshot else request.env_vars
         egress = request.egress or (snapshot.egress if snapshot else EgressPolicy())
+        try:
+            mounts, volume_node = await self._volume_mounts(request, snapshot)
+        except Refused as exc:
+            await self.store.release_owner_slot(request.owner, sandbox_id)
+            return SandboxReply(error=exc.failure)
         tried: set[str] = set()
         last_error = "no node has the template and room for a sandbox"
         while True:
@@ -125,6 +138,8 @@ class Scheduler:
             )
             if snapshot is not None:  # its image is on one node only
                 nodes = [node for node in nodes if node.node_id == snapshot.node_id]
+            if volume_node is not None:  # so are its volumes
+                nodes = [node for node in nodes if node.node_id == volume_node]
             node = placement.pick(nodes, self.settings.placement_k, template_id=source.template_id)
             if node is None:
                 await self.store.release_owner_slot(request.owner, sandbox_id)
@@ -140,6 +155,7 @@ class Scheduler:
                 egress=egress,
                 snapshot_image_id=snapshot.image_id if snapshot else "",
                 snapshot_access_token=snapshot.envd_access_token if snapshot else None,
+                volume_mounts=mounts,
             )
             try:
                 reply = await self.bus.request(
@@ -181,6 +197,7 @@ class Scheduler:
                 auto_pause=request.auto_pause,
                 auto_resume=request.auto_resume,
                 snapshot_id=source.snapshot_id,
+                volume_mounts=mounts,
             )
             try:
                 await self.store.save_sandbox(record, reserved_as=sandbox_id)
@@ -190,6 +207,26 @@ class Scheduler:
                 await self.store.release_owner_slot(request.owner, sandbox_id)
                 return SandboxReply(error=failure(500, f"could not record the sandbox: {exc}"))
             return SandboxReply(sandbox=record)
+
+    async def _volume_mounts(
+        self, request: PlaceRequest, snapshot: SnapshotRecord | None
+    ) -> tuple[list[VolumeMount], str | None]:
+        """The volumes the sandbox mounts and the node that holds them (None: no volumes). A
+        sandbox from a snapshot mounts what its source did: its checkpoint holds those mounts."""
+        mounts = request.volume_mounts
+        if snapshot is not None:
+            if mounts and mounts != snapshot.volume_mounts:
+                raise Refused(400, "a sandbox created from a snapshot mounts the volumes its source mounted")
+            mounts = snapshot.volume_mounts
+        nodes: set[str] = set()
+        for mount in mounts:
+            volume = await self.store.volume(mount.volume_id)
+            if volume is None or volume.owner != request.owner:
+                raise Refused(404, f"volume '{mount.name}' not found")
+            nodes.add(volume.node_id)
+        if len(nodes) > 1:
+            raise Refused(400, "the volumes are on different nodes: a sandbox can mount volumes of one node")
+        return mounts, next(iter(nodes), None)
 
     async def _node_kill(self, node_id: str, sandbox_id: str) -> bool:
         try:
@@ -292,6 +329,7 @@ class Scheduler:
             env_vars=record.env_vars,
             envd_access_token=record.envd_access_token,
             egress=record.egress,
+            volume_mounts=record.volume_mounts,
         )
         reply = await self.ask_node(record.node_id, subjects.NODE_RESUME, message, NodeCreateReply)
         lease_s = request.timeout_s or record.timeout_s  # 0: the sandbox's own (auto-resume)

@@ -66,7 +66,13 @@ def testnet() -> Iterator[TestNet]:
 @pytest.fixture(scope="session")
 def stack(testnet: TestNet) -> Iterator[LocalStack]:
     # gVisor, named: on a host with working KVM `auto` would pick microVMs (test_microvm.py).
-    env = {"CORRAL_SLOT_BASE": TEST_SLOT_BASE, "CORRAL_RUNTIME": "gvisor", **testnet.node_env()}
+    env = {
+        "CORRAL_SLOT_BASE": TEST_SLOT_BASE,
+        "CORRAL_RUNTIME": "gvisor",
+        # Small volumes, so that filling one to its quota is quick (test_volumes.py).
+        "CORRAL_VOLUME_SIZE_MB": "64",
+        **testnet.node_env(),
+    }
     # HTTPS beside HTTP, under a domain that TLS clients accept a wildcard for.
     tls = {"domain": "sandbox.localhost", "tls_port": free_port()}
     with running_stack("e2enode", env, max_sandboxes=20, **tls) as local:

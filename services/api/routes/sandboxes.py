@@ -38,6 +38,7 @@ from ..models import (
 from .common import ask, check_timeout, owned_sandbox, read_json
 from .idempotency import Idempotency
 from .network import egress_policy
+from .volumes import volume_mounts
 
 V1_DEFAULT_TIMEOUT_S = 15
 V2_DEFAULT_TIMEOUT_S = 300
@@ -132,6 +133,7 @@ class SandboxRoutes:
         network = body.network or NetworkConfig()
         if network.https_ports:
             raise ApiError(400, "network.httpsPorts: HTTPS to sandbox ports is not supported")
+        mounts = await volume_mounts(self._store, key, body.volume_mounts or [])
         named = body.allow_internet_access is not None or body.network is not None
         # Not named: the source's (a snapshot's own policy, or the default).
         egress = egress_policy(network, body.allow_internet_access) if named else None
@@ -149,6 +151,7 @@ class SandboxRoutes:
             egress=egress,
             auto_pause=bool(body.auto_pause),
             auto_resume=auto_resume,
+            volume_mounts=mounts,
         )
         reply: SandboxReply = await ask(self._bus, subjects.PLACE, place, SandboxReply, self._place_timeout_s)
         assert reply.sandbox is not None

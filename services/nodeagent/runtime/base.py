@@ -20,6 +20,8 @@ class SandboxSpec:
     memory_mb: int
     slot: int
     disk_mb: int = 2048
+    # Host directories bind-mounted into the sandbox: (host path, sandbox path).
+    volumes: tuple[tuple[str, str], ...] = ()
 
 
 RUNTIME_NAMES = ("gvisor", "microvm")
@@ -56,6 +58,8 @@ class Runtime(Protocol):
     # Changes whenever what a template snapshot holds would no longer restore (a new OCI
     # spec, another accelerator or VM device set): template snapshots are taken again.
     image_format: str
+    # Whether `SandboxSpec.volumes` are mounted (else a create with volumes is refused).
+    supports_volumes: bool
     # What runs sandboxes, for people (heart-beats, `corral up`): e.g. "runsc 0.0~20240729.0 (ptrace)".
     version: str
 

@@ -33,6 +33,7 @@ PIDS_LIMIT = 16384
 # another version are taken again.
 SPEC_VERSION = 3
 CPU_PERIOD_US = 100_000
+VOLUME_OPTIONS = ["rbind", "rw", "nosuid", "nodev"]
 
 
 def sandbox_spec(spec: SandboxSpec, netns_path: str) -> dict[str, Any]:
@@ -77,6 +78,10 @@ def sandbox_spec(spec: SandboxSpec, netns_path: str) -> dict[str, Any]:
                 "source": "tmpfs",
                 "options": ["nosuid", "nodev", "mode=1777"],
             },
+            *(
+                {"destination": path, "type": "bind", "source": host, "options": VOLUME_OPTIONS}
+                for host, path in spec.volumes
+            ),
         ],
         "linux": {
             "namespaces": [

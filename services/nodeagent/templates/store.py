@@ -44,7 +44,12 @@ class TemplateStore:
         self._runtime = runtime
 
     def sandbox_spec(
-        self, manifest: TemplateManifest, sandbox_id: str, slot: int, build_dir: Path | None = None
+        self,
+        manifest: TemplateManifest,
+        sandbox_id: str,
+        slot: int,
+        build_dir: Path | None = None,
+        volumes: list[tuple[Path, str]] | None = None,
     ) -> SandboxSpec:
         """What the runtime needs to start (or restore) a sandbox of this template; an
         older build's sandboxes (restored from their images) name that build's directory."""
@@ -58,6 +63,7 @@ class TemplateStore:
             memory_mb=manifest.memory_mb,
             slot=slot,
             disk_mb=manifest.disk_mb,
+            volumes=tuple((str(host), path) for host, path in volumes or ()),
         )
 
     def get(self, template_id: str) -> TemplateManifest | None:
