@@ -231,7 +231,7 @@ class NodeAgent:
                 max_sandboxes=self.settings.max_sandboxes,
                 heartbeat_at=time.time(),
                 started_at=self._started_at,
-                volume_url=self.volumes.url,
+                volume_url=self.volumes.url if self.runtime.supports_volumes else "",
             )
         )
 

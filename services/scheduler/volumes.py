@@ -58,7 +58,7 @@ class VolumeHandlers:
             if node.volume_url and now - node.heartbeat_at <= self._scheduler.settings.node_timeout_s
         ]
         if not live:
-            raise Refused(503, "no node that holds volumes is available")
+            raise Refused(503, "no node that holds volumes is available (microVM nodes hold none)")
         node = max(live, key=lambda n: n.free_slots)
         volume_id = f"vol-{new_sandbox_id()}"
         await self._scheduler.ask_node(

@@ -180,3 +180,12 @@ def test_egress_policies_hold_for_a_guest(vm_stack, vm_conn, testnet):
         assert http(sbx, "http://10.0.0.1/") == ""
     finally:
         sbx.kill()
+
+
+def test_volumes_are_not_offered_by_microvm_nodes(vm_stack, vm_conn):
+    """The guest kernel has no 9p and there is no virtiofsd to serve virtiofs: a node that
+    runs microVMs holds no volumes, and asking for one says why."""
+    from e2b import Volume
+
+    with pytest.raises(Exception, match="no node that holds volumes"):
+        Volume.create("vm-volume", **vm_conn)

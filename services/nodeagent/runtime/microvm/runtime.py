@@ -69,8 +69,8 @@ class MicroVMRuntime:
     name = "microvm"
     # A VM's snapshot keeps its guest's sockets as they are: envd need not let go of them.
     releases_sockets = False
-    # A 9p share would be a device the template snapshot lacks, and QEMU refuses to migrate
-    # a VM with one mounted: no pause, no clones. Not offered yet.
+    # Debian's cloud kernel (the guest) has no 9p, and bookworm packages no virtiofsd for
+    # its virtiofs: a volume cannot reach the guest yet (docs/guide/volumes.md).
     supports_volumes = False
 
     def __init__(self, state_dir: Path, guest_dir: Path, accel: str, guest: Guest | None = None) -> None:
