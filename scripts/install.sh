@@ -50,6 +50,23 @@ if [ "$codename" = bookworm ]; then
       || echo "    (no backported runsc: keeping $(dpkg-query -W -f='${Version}' runsc))"
   fi
 fi
+# gVisor, current: runsc built from the Go module proxy at the version deploy/runsc pins
+# (every module checked against deploy/runsc/go.sum) into /usr/local/bin, ahead of Debian's
+# on PATH. It brings setuid (`sudo`), lazy restores, filesystem checkpoints and a size limit
+# on the writable layer. It needs Go >= 1.26; without it, the Debian runsc above stays.
+runsc_pin=$(sed -n 's/^require gvisor.dev\/gvisor \(v\S*\)$/\1/p' deploy/runsc/go.mod)
+runsc_version="go-${runsc_pin##*-}"
+if command -v go >/dev/null && go version | grep -qE 'go1\.(2[6-9]|[3-9][0-9])'; then
+  if [ "$(/usr/local/bin/runsc --version 2>/dev/null | head -1)" != "runsc version $runsc_version" ]; then
+    echo "==> go build gvisor.dev/gvisor/runsc@$runsc_pin (a few minutes)"
+    (cd deploy/runsc && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath \
+      -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$runsc_version" \
+      -o /usr/local/bin/runsc.new gvisor.dev/gvisor/runsc) \
+      && mv /usr/local/bin/runsc.new /usr/local/bin/runsc
+  fi
+else
+  echo "    (no Go >= 1.26: keeping Debian's runsc $(dpkg-query -W -f='${Version}' runsc))"
+fi
 # MicroVM guests use Debian's cloud kernel, fetched with `apt-get download` when first needed.
 if ! apt-cache policy linux-image-cloud-amd64 2>/dev/null | grep -q "Candidate: [0-9]"; then
   apt-get update -qq

@@ -90,6 +90,7 @@ class NodeAgent:
         )
         self.metrics = MetricsSampler(self.running, self._http, self.checkpoints.busy)
         self._tasks: list[asyncio.Task[None]] = []
+        self._teardowns: set[asyncio.Task[None]] = set()  # killed sandboxes going away
 
     def subject(self, verb: str) -> str:
         return subjects.node_subject(self.settings.node_id, verb)
@@ -129,6 +130,7 @@ class NodeAgent:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._teardowns, return_exceptions=True)
         await self.pool.drain()
         await self.volumes.stop()
         await self.egress.stop()
@@ -306,7 +308,28 @@ class NodeAgent:
         return await self.checkpoints.drop_paused(sandbox_id) or killed
 
     async def kill(self, request: NodeKillRequest) -> KillReply:
-        return KillReply(killed=await self._kill(request.sandbox_id))
+        """Answers as soon as the sandbox is fenced off (its egress rules gone, so nothing
+        of it reaches out; the scheduler drops its record and the proxies their routes); its
+        runsc container, namespace and files go behind the answer. A crash before they are
+        gone leaves a sandbox nothing records, which the next agent kills (`adopt`)."""
+        sandbox = self.running.get(request.sandbox_id)
+        if sandbox is None:  # paused, a leftover, or unknown: nothing runs to fence off
+            return KillReply(killed=await self._kill(request.sandbox_id))
+        await self.running.forget(sandbox.sandbox_id, keep_slot=True)
+        task = asyncio.create_task(self._tear_down(sandbox))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+        return KillReply(killed=True)
+
+    async def _tear_down(self, sandbox: RunningSandbox) -> None:
+        # The slot is free only once its network namespace is gone: a new sandbox on it would
+        # collide with the old one's interfaces.
+        try:
+            await self.runtime.kill(sandbox.sandbox_id)
+        except Exception:
+            log.exception("tearing down sandbox %s failed", sandbox.sandbox_id)
+        finally:
+            self.slots.release(sandbox.slot)
 
     async def delete_volume(self, request: NodeVolumeRequest) -> KillReply:
         in_use = self.running.mounting(request.volume_id)

@@ -52,15 +52,17 @@ class RunningSandboxes:
         """The sandboxes here that mount the volume."""
         return sorted(s for s, volumes in self._volumes.items() if volume_id in volumes)
 
-    async def forget(self, sandbox_id: str) -> None:
-        """No longer ours (killed, paused): its egress rules go and its slot is free again."""
+    async def forget(self, sandbox_id: str, *, keep_slot: bool = False) -> None:
+        """No longer ours (killed, paused): its egress rules go and its slot is free again
+        (`keep_slot`: the caller frees it once the sandbox's network is gone)."""
         sandbox = self._by_id.pop(sandbox_id, None)
         self._since.pop(sandbox_id, None)
         self._tokens.pop(sandbox_id, None)
         self._volumes.pop(sandbox_id, None)
         if sandbox is not None:
             await self._egress.detach(sandbox_id, sandbox.slot, sandbox.address)
-            self._slots.release(sandbox.slot)
+            if not keep_slot:
+                self._slots.release(sandbox.slot)
 
     def started_at(self, sandbox_id: str) -> float | None:
         return self._since.get(sandbox_id)

@@ -142,6 +142,9 @@ def test_kill_removes_the_vm_its_disk_layer_and_its_network(vm_stack, vm_conn):
     pid = int((run_dir / "qemu.pid").read_text())
     assert (run_dir / "disk.qcow2").is_file()
     assert sbx.kill() is True
+    deadline = time.time() + 30  # the teardown follows the kill's answer
+    while (run_dir.exists() or not _gone(pid)) and time.time() < deadline:
+        time.sleep(0.2)
     assert not run_dir.exists()
     assert _gone(pid)
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -162,6 +165,9 @@ def test_a_restarted_node_agent_keeps_the_running_vms(vm_stack, vm_conn):
         assert sbx.is_running()
     finally:
         assert sbx.kill() is True
+    deadline = time.time() + 30
+    while _run_dir(vm_stack, sbx.sandbox_id).exists() and time.time() < deadline:
+        time.sleep(0.2)
     assert not _run_dir(vm_stack, sbx.sandbox_id).exists()
 
 

@@ -59,23 +59,40 @@ def test_websocket_through_the_proxy(stack, conn):
         sbx.kill()
 
 
-def test_kill_leaves_no_runsc_container_netns_or_cgroup(stack, conn):
-    sbx = Sandbox.create(**conn)
-    sandbox_id = sbx.sandbox_id
-    data_dir = stack.config.data_dir
-    assert (data_dir / "sandboxes" / sandbox_id).exists()
-    assert sbx.kill()
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"corral-{sandbox_id}" not in netns
-    assert not (data_dir / "sandboxes" / sandbox_id).exists()
+def leftovers(data_dir: Path, sandbox_id: str) -> list[str]:
+    """What of a sandbox is still on the host."""
+    found = []
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    if f"corral-{sandbox_id}" in namespaces:
+        found.append("netns")
+    if (data_dir / "sandboxes" / sandbox_id).exists():
+        found.append("files")
     runsc = subprocess.run(
         ["runsc", f"--root={data_dir / 'runsc'}", "list", "--format=json"], capture_output=True, text=True
     )
-    assert sandbox_id not in runsc.stdout
-    assert not any(
-        Path(f"/sys/fs/cgroup/{c}/corral/{sandbox_id}").exists() for c in ("memory", "cpu", "pids")
-    )
-    assert sandbox_id not in Path("/proc/self/mountinfo").read_text()
+    if sandbox_id in runsc.stdout:
+        found.append("runsc")
+    if any(Path(f"/sys/fs/cgroup/{c}/corral/{sandbox_id}").exists() for c in ("memory", "cpu", "pids")):
+        found.append("cgroup")
+    if sandbox_id in Path("/proc/self/mountinfo").read_text():
+        found.append("mounts")
+    return found
+
+
+def test_kill_answers_at_once_and_leaves_nothing_behind(stack, conn):
+    """The kill answers once the sandbox is fenced off (gone from the API and the proxy);
+    its container, namespace, cgroups, mounts and files go a moment later."""
+    sbx = Sandbox.create(**conn)
+    sandbox_id = sbx.sandbox_id
+    data_dir = stack.config.data_dir
+    assert {"netns", "files", "runsc"} <= set(leftovers(data_dir, sandbox_id))
+    assert sbx.kill()
+    assert sbx.is_running() is False
+    assert sandbox_id not in [s.sandbox_id for s in Sandbox.list(**conn).next_items()]
+    deadline = time.time() + 30
+    while leftovers(data_dir, sandbox_id) and time.time() < deadline:
+        time.sleep(0.2)
+    assert leftovers(data_dir, sandbox_id) == []
 
 
 def test_cli_lists_and_kills(stack, conn):

@@ -38,22 +38,31 @@ _HIDE_PROC_SYS_NET = 'mount -t tmpfs none /proc/sys/net && exec "$@"'
 
 @dataclass(frozen=True, slots=True)
 class Runsc:
-    """The installed runsc: its version and the optional flags this runtime uses."""
+    """The installed runsc: its version and the optional features this runtime uses."""
 
     version: str
-    disconnect_on_save: bool
+    disconnect_on_save: bool  # `--net-disconnect-ok`: saves drop open TCP connections
+    allow_suid: bool = False  # `--allow-suid`: setuid binaries (sudo) work
+    sized_overlay: bool = False  # `--overlay2=root:dir=…,size=…`: a disk-backed, capped layer
+    background_restore: bool = False  # `restore --background`: pages load after it returns
 
     @classmethod
     def probe(cls, binary: str = "runsc") -> Runsc:
         try:
-            version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
-            flags = subprocess.run([binary, "flags"], capture_output=True, text=True, timeout=30)
+            version, flags, restore = (
+                subprocess.run([binary, *args], capture_output=True, text=True, timeout=30)
+                for args in (["--version"], ["flags"], ["restore", "--help"])
+            )
         except (OSError, subprocess.TimeoutExpired):
             return cls(version="unknown", disconnect_on_save=False)
         first = (version.stdout.splitlines() or ["runsc version unknown"])[0]
+        known = flags.stdout + flags.stderr
         return cls(
             version=first.removeprefix("runsc version ").strip(),
-            disconnect_on_save="-net-disconnect-ok" in flags.stdout + flags.stderr,
+            disconnect_on_save="-net-disconnect-ok" in known,
+            allow_suid="-allow-suid" in known,
+            sized_overlay="'size' optional parameter" in known,
+            background_restore="-background" in restore.stdout + restore.stderr,
         )
 
 
@@ -63,6 +72,7 @@ class SandboxState(msgspec.Struct):
     slot: int
     address: str
     build_id: str = ""
+    disk_mb: int = 2048
 
     def running(self) -> RunningSandbox:
         return RunningSandbox(self.sandbox_id, self.address, self.slot, self.template_id, self.build_id)
@@ -86,16 +96,25 @@ class GVisorRuntime:
     def _dir(self, sandbox_id: str) -> Path:
         return self._state_dir / "sandboxes" / sandbox_id
 
-    def _runsc(self, *args: str) -> list[str]:
+    def _runsc(self, *args: str, overlay: str = "root:memory") -> list[str]:
         return [
             "runsc",
             f"--root={self._runsc_root}",
             f"--platform={self._platform}",
             "--network=sandbox",
-            "--overlay2=root:memory",
+            f"--overlay2={overlay}",
             *(["--net-disconnect-ok"] if self._info.disconnect_on_save else []),
+            *(["--allow-suid"] if self._info.allow_suid else []),
             *args,
         ]
+
+    def _overlay(self, bundle: Path, disk_mb: int) -> str:
+        """The writable layer over the template's root: a file in the sandbox's directory on
+        the host's disk, capped at the template's disk size (a full disk is ENOSPC inside);
+        runsc builds without the cap keep it in the sandbox's memory."""
+        if not self._info.sized_overlay:
+            return "root:memory"
+        return f"root:dir={bundle},size={disk_mb}m"
 
     async def create(self, spec: SandboxSpec) -> RunningSandbox:
         net = network.SandboxNetwork(spec.slot, spec.sandbox_id)
@@ -103,7 +122,7 @@ class GVisorRuntime:
         try:
             await asyncio.to_thread(self._write_bundle, bundle, spec, net)
             await network.create(net)
-            await self._start(bundle, spec.sandbox_id)
+            await self._start(bundle, spec.sandbox_id, overlay=self._overlay(bundle, spec.disk_mb))
         except BaseException:
             await self._remove(spec.sandbox_id, net)
             raise
@@ -113,10 +132,12 @@ class GVisorRuntime:
         bundle.mkdir(parents=True, exist_ok=False)
         self._runsc_root.mkdir(parents=True, exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(sandbox_spec(spec, net.netns_path)))
-        state = SandboxState(spec.sandbox_id, spec.template_id, spec.slot, net.address, spec.build_id)
+        state = SandboxState(
+            spec.sandbox_id, spec.template_id, spec.slot, net.address, spec.build_id, spec.disk_mb
+        )
         (bundle / "sandbox.json").write_bytes(msgspec.json.encode(state))
 
-    async def _start(self, bundle: Path, sandbox_id: str, *runsc_args: str) -> None:
+    async def _start(self, bundle: Path, sandbox_id: str, *runsc_args: str, overlay: str) -> None:
         """`runsc run` (or `restore`) detached. Its output goes to the console log: the
         sandbox inherits these descriptors and keeps them open for its whole life."""
         console = await asyncio.to_thread((bundle / "console.log").open, "ab")
@@ -131,7 +152,7 @@ class GVisorRuntime:
                 "-c",
                 _HIDE_PROC_SYS_NET,
                 "sh",
-                *self._runsc(*verb, "--detach", f"--bundle={bundle}", sandbox_id),
+                *self._runsc(*verb, "--detach", f"--bundle={bundle}", sandbox_id, overlay=overlay),
             ]
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console
@@ -164,7 +185,7 @@ class GVisorRuntime:
         out = await asyncio.to_thread(log_path.open, "ab")
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._runsc("checkpoint", f"--image-path={image_dir}", sandbox_id),
+                *self._runsc("checkpoint", f"--image-path={image_dir}", *self._save_flags, sandbox_id),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -187,7 +208,9 @@ class GVisorRuntime:
                 raise CommandFailed(f"sandbox {sandbox_id} has no state left to restart from")
             await run(*self._runsc("delete", "--force", sandbox_id))
             await network.address_sandbox(network.SandboxNetwork(state.slot, sandbox_id))
-            await self._start(self._dir(sandbox_id), sandbox_id, "restore", f"--image-path={image_dir}")
+            bundle = self._dir(sandbox_id)
+            overlay = self._overlay(bundle, state.disk_mb)
+            await self._start(bundle, sandbox_id, *self._restore_verb(image_dir), overlay=overlay)
             await self.wake_envd(sandbox_id)
         except Exception as exc:
             raise RestartFailed(f"sandbox {sandbox_id} was saved but did not start again: {exc}") from exc
@@ -199,12 +222,25 @@ class GVisorRuntime:
         try:
             await asyncio.to_thread(self._write_bundle, bundle, spec, net)
             await network.create(net)
-            await self._start(bundle, spec.sandbox_id, "restore", f"--image-path={image_dir}")
+            overlay = self._overlay(bundle, spec.disk_mb)
+            await self._start(bundle, spec.sandbox_id, *self._restore_verb(image_dir), overlay=overlay)
             await self.wake_envd(spec.sandbox_id)
         except BaseException:
             await self._remove(spec.sandbox_id, net)
             raise
         return _running(spec, net)
+
+    @property
+    def _save_flags(self) -> list[str]:
+        # Lazy restores read pages straight from the image: it must be uncompressed.
+        return ["--compression=none"] if self._info.background_restore else []
+
+    def _restore_verb(self, image_dir: Path) -> list[str]:
+        """`restore` from `image_dir`; in the background where runsc can: the sandbox runs
+        as soon as its kernel state is back, and memory pages follow as they are touched or
+        streamed in."""
+        background = ["--background"] if self._info.background_restore else []
+        return ["restore", f"--image-path={image_dir}", *background]
 
     async def settle(self, timeout_s: float) -> None:
         """Waits while `runsc checkpoint` or `restore` runs on this runtime's sandboxes: a
