@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,11 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 from e2b import AsyncSandbox
 
-from libs.cli.up import ensure_template, kill_all_sandboxes
-from libs.stack import LocalStack, StackConfig
+from bench.bench_stack import add_runtime_options, bench_stack, runtime_of
+from libs.stack import LocalStack
 from libs.state import Store
-from services.nodeagent.templates.store import TemplateStore
-from tests.e2e.conftest import TEMPLATE_DIR
 
 
 def percentile(samples: list[float], pct: float) -> float:
@@ -180,28 +176,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small runs (c=1 n=20, c=10 n=40, c=50 n=50)")
     parser.add_argument("--plan", help="concurrency:count pairs, e.g. 1:100,10:200")
     parser.add_argument("--logs", type=Path, help="keep the services' logs in this directory")
+    add_runtime_options(parser)
     args = parser.parse_args()
     plan = [(1, 20), (10, 40), (50, 50)] if args.quick else [(1, 100), (10, 200), (50, 200)]
     if args.plan:
         plan = [(int(c), int(n)) for c, n in (pair.split(":") for pair in args.plan.split(","))]
 
-    ensure_template(TemplateStore(TEMPLATE_DIR))
-    data_dir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
-    config = StackConfig.random_ports(
-        data_dir,
-        template_dir=TEMPLATE_DIR,
-        node_id="benchnode",
-        log_dir=args.logs,
-        extra_env={"CORRAL_SLOT_BASE": "24000"},
-    )
-    stack = LocalStack(config)
-    try:
-        stack.start_infrastructure()
-        stack.start_services()
+    with bench_stack("benchnode", 24000, platform=args.platform, log_dir=args.logs) as stack:
         results = asyncio.run(run(stack, plan, paced=20 if args.quick else 50, ttfc_runs=10))
-    finally:
-        stack.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
-        shutil.rmtree(data_dir, ignore_errors=True)
+        results["runtime"] = runtime_of(stack)
 
     print("\nPOST /sandboxes -> 201 (ms)")
     print(f"{'conc':>5} {'n':>5} {'avg':>9} {'p50':>9} {'p95':>9} {'p99':>9} {'creates/s':>10}")

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,11 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
+from bench.bench_stack import add_runtime_options, bench_stack, runtime_of
 from bench.host_memory import mem_available_mb
-from libs.cli.up import ensure_template, kill_all_sandboxes
-from libs.stack import LocalStack, StackConfig
-from services.nodeagent.templates.store import TemplateStore
-from tests.e2e.conftest import TEMPLATE_DIR
 
 SETTLE_S = 10  # lets the sandboxes finish starting up before memory is read
 
@@ -53,26 +48,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-mb", type=int, default=8192, help="stop once sandboxes hold this much")
     parser.add_argument("--max", type=int, default=400, help="stop after this many sandboxes")
+    add_runtime_options(parser)
     args = parser.parse_args()
-    ensure_template(TemplateStore(TEMPLATE_DIR))
-    data_dir = Path(tempfile.mkdtemp(prefix="corral-density-"))
-    config = StackConfig.random_ports(
-        data_dir,
-        template_dir=TEMPLATE_DIR,
-        node_id="density",
-        extra_env={
-            "CORRAL_SLOT_BASE": "27000",
-            "CORRAL_POOL_MIN": "0",
-            "CORRAL_POOL_MAX": "0",
-            "CORRAL_MAX_SANDBOXES": str(args.max + 10),
-        },
-    )
-    stack = LocalStack(config)
-    try:
-        stack.start_infrastructure()
-        stack.start_services()
+    env = {"CORRAL_POOL_MIN": "0", "CORRAL_POOL_MAX": "0", "CORRAL_MAX_SANDBOXES": str(args.max + 10)}
+    with bench_stack("density", 27000, platform=args.platform, env=env) as stack:
+        data_dir = stack.config.data_dir
         key = asyncio.run(stack.create_api_key("bench", max_sandboxes=args.max + 10))
-        api = httpx.Client(base_url=config.api_url, headers={"X-API-Key": key}, timeout=300)
+        api = httpx.Client(base_url=stack.config.api_url, headers={"X-API-Key": key}, timeout=300)
         # One sandbox first: the template's snapshot is taken on the first create.
         warmup = api.post("/v2/sandboxes", json={"templateID": "base", "timeout": 3600}).json()
         api.delete(f"/sandboxes/{warmup['sandboxID']}")
@@ -92,11 +74,10 @@ def main() -> None:
         time.sleep(SETTLE_S)
         available_drop = baseline - mem_available_mb()
         pss = sandbox_pss_mb(data_dir / "runsc")
-    finally:
-        stack.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
-        shutil.rmtree(data_dir, ignore_errors=True)
+        runtime = runtime_of(stack)
     result = {
         "bench": "density",
+        "runtime": runtime,
         "sandboxes": count,
         "budget_mb": args.budget_mb,
         "fill_s": round(fill_s, 1),

@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,14 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from e2b_code_interpreter import Sandbox
 
+from bench.bench_stack import add_runtime_options, bench_stack, runtime_of
 from bench.create import percentile
-from libs.cli.up import ensure_template, kill_all_sandboxes
-from libs.stack import LocalStack, StackConfig
+from libs.stack import LocalStack
 from libs.state import Store
-from services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR
 
 TEMPLATE = "code-interpreter"
+PYTHON = "/opt/corral/venv/bin/python3"  # the template's, with the data stack
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -56,22 +55,33 @@ async def wait_offered(stack: LocalStack, timeout_s: float = 120) -> None:
     raise RuntimeError(f"no warm {TEMPLATE} clone within {timeout_s:.0f}s")
 
 
+def import_pandas_s(sbx: Sandbox, runs: int = 3) -> float:
+    """`python3 -c 'import pandas'` in the sandbox, best of `runs` (the page cache warm)."""
+    command = (
+        "python3 -c 'import time; t = time.perf_counter(); import pandas; print(time.perf_counter() - t)'"
+    )
+    return min(float(sbx.commands.run(f"/opt/corral/venv/bin/{command}").stdout) for _ in range(runs))
+
+
+def native_import_pandas_s(runs: int = 3) -> float:
+    """The same interpreter and files without the sandbox: the template's root under
+    bubblewrap, on the host kernel."""
+    rootfs = TEMPLATE_DIR / TEMPLATE / "rootfs"
+    argv = ["bwrap", "--ro-bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    code = "import time; t = time.perf_counter(); import pandas; print(time.perf_counter() - t)"
+    return min(
+        float(subprocess.run([*argv, PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(runs)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--creates", type=int, default=20)
     parser.add_argument("--runs", type=int, default=200)
+    add_runtime_options(parser)
     args = parser.parse_args()
-    store = TemplateStore(TEMPLATE_DIR)
-    ensure_template(store)
-    ensure_template(store, TEMPLATE)
-    data_dir = Path(tempfile.mkdtemp(prefix="corral-interpreter-bench-"))
-    config = StackConfig.random_ports(
-        data_dir, template_dir=TEMPLATE_DIR, node_id="interp", extra_env={"CORRAL_SLOT_BASE": "28000"}
-    )
-    stack = LocalStack(config)
-    try:
-        stack.start_infrastructure()
-        stack.start_services()
+    with bench_stack("interp", 28000, platform=args.platform, templates=("base", TEMPLATE)) as stack:
         key = asyncio.run(stack.create_api_key("bench"))
         conn = stack.sdk_options(key)
         asyncio.run(wait_offered(stack))
@@ -90,15 +100,18 @@ def main() -> None:
             start = time.perf_counter()
             sbx.run_code("1+1")
             round_trips.append((time.perf_counter() - start) * 1000)
+        pandas_s = import_pandas_s(sbx)
+        native_s = native_import_pandas_s()
         sbx.kill()
-    finally:
-        stack.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
-        shutil.rmtree(data_dir, ignore_errors=True)
+        runtime = runtime_of(stack)
     results = {"create_to_first_result": stats(first_result), "warm_run_code": stats(round_trips)}
     print(f"{'':<26} {'n':>5} {'p50':>9} {'p95':>9}")
     for name, row in results.items():
         print(f"{name:<26} {row['n']:>5} {row['p50_ms']:>9} {row['p95_ms']:>9}")
-    print(json.dumps({"bench": "interpreter", **results}))
+    ratio = pandas_s / native_s
+    print(f"import pandas: {pandas_s:.2f} s in a sandbox, {native_s:.2f} s native ({ratio:.1f}x)")
+    pandas = {"sandbox_s": round(pandas_s, 2), "native_s": round(native_s, 2), "ratio": round(ratio, 1)}
+    print(json.dumps({"bench": "interpreter", "runtime": runtime, **results, "import_pandas": pandas}))
 
 
 if __name__ == "__main__":

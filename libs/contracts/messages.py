@@ -28,6 +28,7 @@ class PlaceRequest(msgspec.Struct, kw_only=True):
     # None: the source's (a snapshot's policy, else the default: internet allowed).
     egress: EgressPolicy | None = None
     auto_pause: bool = False
+    auto_pause_memory: bool = True
     auto_resume: bool = False
     volume_mounts: list[VolumeMount] = []  # resolved by the API from the owner's volume names
 
@@ -119,6 +120,7 @@ class SandboxPaused(msgspec.Struct, kw_only=True):
 
 class PauseRequest(msgspec.Struct, kw_only=True):
     sandbox_id: str
+    memory: bool = True  # False: keep the files only; the resume boots fresh on them
 
 
 class ResumeRequest(msgspec.Struct, kw_only=True):
@@ -129,6 +131,7 @@ class ResumeRequest(msgspec.Struct, kw_only=True):
 class NodePauseRequest(msgspec.Struct, kw_only=True):
     sandbox_id: str
     envd_access_token: str | None = None
+    memory: bool = True
 
 
 class NodePauseReply(msgspec.Struct, kw_only=True):
@@ -190,6 +193,7 @@ class NodeEgressReply(msgspec.Struct, kw_only=True):
 class SnapshotRequest(msgspec.Struct, kw_only=True):
     sandbox_id: str
     name: str | None = None
+    memory: bool = True  # False: the files only; sandboxes from it boot on them
 
 
 class SnapshotReply(msgspec.Struct, kw_only=True):
@@ -217,6 +221,7 @@ class NodeSnapshotRequest(msgspec.Struct, kw_only=True):
     sandbox_id: str
     image_id: str
     envd_access_token: str | None = None
+    memory: bool = True
 
 
 class NodeSnapshotReply(msgspec.Struct, kw_only=True):

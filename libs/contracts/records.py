@@ -79,6 +79,8 @@ class SandboxRecord(msgspec.Struct, kw_only=True):
     mask_request_host: str | None = None
     timeout_s: int = 300  # the lease a resume grants
     auto_pause: bool = False  # pause instead of kill when the lease ends
+    auto_pause_memory: bool = True  # False: that pause keeps the files only
+    pause_memory: bool = True  # while paused: whether its memory was kept (E2B's pauseMode)
     auto_resume: bool = False  # traffic through the proxy resumes it
     snapshot_id: str | None = None  # the persistent snapshot it was created from
     volume_mounts: list[VolumeMount] = []
@@ -120,6 +122,8 @@ class NodeRecord(msgspec.Struct, kw_only=True):
     sandboxes: int = 0
     max_sandboxes: int
     warm: dict[str, int] = {}  # template id -> ready clones in the warm pool
+    warm_targets: dict[str, int] = {}  # template id -> the depth the pool aims for
+    warm_refills_per_min: float = 0.0
     heartbeat_at: float
     started_at: float
     status: str = NODE_READY

@@ -64,6 +64,11 @@ class NewSandbox(msgspec.Struct, rename="camel", kw_only=True):
     volume_mounts: list[VolumeMountBody] | None = None
 
 
+class PauseBody(msgspec.Struct, rename="camel", kw_only=True):
+    memory: bool | None = None  # False: filesystem-only
+    require_healthy_guest: bool | None = None
+
+
 class TimeoutBody(msgspec.Struct, kw_only=True):
     timeout: int
 
@@ -149,7 +154,7 @@ def detail_body(record: SandboxRecord, domain: str) -> dict[str, object]:
         "onTimeout": "pause" if record.auto_pause else "kill",
     }
     if record.state == SANDBOX_PAUSED:
-        body["pauseMode"] = "full"
+        body["pauseMode"] = "full" if record.pause_memory else "filesystem"
     if record.envd_access_token:
         body["envdAccessToken"] = record.envd_access_token
     return body

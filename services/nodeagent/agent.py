@@ -230,6 +230,8 @@ class NodeAgent:
                 memory_mb=_memory_mb(),
                 sandboxes=len(self.running),
                 warm=self.pool.depths(),
+                warm_targets=self.pool.targets(),
+                warm_refills_per_min=self.pool.refill_rate(),
                 max_sandboxes=self.settings.max_sandboxes,
                 heartbeat_at=time.time(),
                 started_at=self._started_at,

@@ -91,9 +91,12 @@ class Checkpoints:
         async with self._lock(sandbox_id):
             try:
                 sandbox = self._running_or_refuse(sandbox_id)
-                await self._prepare(sandbox, request.envd_access_token)
+                self._check_files_only(request.memory)
+                if request.memory:
+                    await self._prepare(sandbox, request.envd_access_token)
                 try:
-                    await self._save(sandbox, self.images.paused(sandbox_id), keep_running=False)
+                    paused = self.images.paused(sandbox_id)
+                    await self._save(sandbox, paused, keep_running=False, memory=request.memory)
                 except Exception as exc:
                     log.exception("pause of %s failed", sandbox_id)
                     raise Refusal(500, f"pause failed, {await self._carry_on(sandbox_id)}: {exc}") from None
@@ -144,6 +147,11 @@ class Checkpoints:
             self._writing.add(request.image_id)
             try:
                 sandbox = self._running_or_refuse(sandbox_id)
+                self._check_files_only(request.memory)
+                if not request.memory:  # the sandbox is not even stopped
+                    await self._save(sandbox, image, keep_running=True, memory=False)
+                    size = await asyncio.to_thread(self.images.size, image)
+                    return NodeSnapshotReply(size_bytes=size)
                 await self._prepare(sandbox, request.envd_access_token)
                 try:
                     await self._save(sandbox, image, keep_running=True)
@@ -218,9 +226,19 @@ class Checkpoints:
         except Exception as exc:
             raise Refusal(409, f"envd did not get ready for the checkpoint: {exc}") from None
 
-    async def _save(self, sandbox: RunningSandbox, image: Path, *, keep_running: bool) -> None:
+    def _check_files_only(self, memory: bool) -> None:
+        if not memory and not self._runtime.saves_files_only:
+            raise Refusal(
+                400,
+                f"filesystem-only pauses and snapshots are not supported by the {self._runtime.name} runtime",
+            )
+
+    async def _save(
+        self, sandbox: RunningSandbox, image: Path, *, keep_running: bool, memory: bool = True
+    ) -> None:
         """Checkpoints a sandbox whose envd let go of its sockets into `image` (written
-        aside with the build it needs, then renamed into place)."""
+        aside with the build it needs, then renamed into place); without `memory`, only
+        its files."""
         build_id = sandbox.build_id
         if not build_id:  # adopted from an agent that did not record builds
             manifest = await asyncio.to_thread(self._templates.get, sandbox.template_id)
@@ -229,7 +247,9 @@ class Checkpoints:
             self.images.begin, image, sandbox.sandbox_id, sandbox.template_id, build_id
         )
         try:
-            if keep_running:
+            if not memory:
+                await self._runtime.checkpoint_files(sandbox.sandbox_id, work, keep_running=keep_running)
+            elif keep_running:
                 await self._runtime.snapshot(sandbox.sandbox_id, work)
             else:
                 await self._runtime.checkpoint(sandbox.sandbox_id, work)
@@ -275,8 +295,14 @@ class Checkpoints:
         except NoFreeSlot as exc:
             return NodeCreateReply(error=Failure(status=503, message=str(exc)))
         spec = self._templates.sandbox_spec(manifest, sandbox_id, slot, build_dir, volumes)
+        files_only = await asyncio.to_thread(self.images.files_only, image)
+        if files_only:
+            current_token = None  # a fresh envd: no token yet
         try:
-            sandbox = await self._runtime.restore(spec, image)
+            if files_only:
+                sandbox = await self._runtime.create(spec, files_from=image)
+            else:
+                sandbox = await self._runtime.restore(spec, image)
             await envd_client.wait_ready(
                 self._http, sandbox.address, self._settings.envd_ready_timeout_s, manifest.services
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from .runtime.base import CHECKPOINT_FILE
+from .runtime.base import CHECKPOINT_FILE, FILES_CHECKPOINT_FILE
 
 META_FILE = "image.json"
 WORK_PREFIX = "."
@@ -61,7 +61,12 @@ class ImageStore:
     @staticmethod
     def holds_checkpoint(image: Path) -> bool:
         checkpoint = image / CHECKPOINT_FILE
-        return checkpoint.is_file() and checkpoint.stat().st_size > 0
+        return (checkpoint.is_file() and checkpoint.stat().st_size > 0) or ImageStore.files_only(image)
+
+    @staticmethod
+    def files_only(image: Path) -> bool:
+        """A filesystem-only image: what it starts boots fresh on its files."""
+        return (image / FILES_CHECKPOINT_FILE).is_file()
 
     @staticmethod
     def meta(image: Path) -> ImageMeta | None:

@@ -1,9 +1,11 @@
 """The warm pool: per template, sandboxes restored from the template's snapshot and ready,
 so a create only claims one and personalises it through envd `/init`.
 
-The pool's target follows demand: the creates of the last ten seconds, at least `pool_min`,
-at most `pool_max` and what `pool_memory_mb` holds. Restores run in the background, a few at
-a time; an empty pool never fails a create (the node restores or boots one directly).
+A template's target is its peak demand (`pool_demand.py`: the most creates in any ten
+seconds of the last minutes), at least its minimum, at most `pool_max`; all clones together
+stay within the memory budget. Refills run in the background, a few at a time, and wait
+while creates restore sandboxes of their own; clones beyond a shrunken target are killed.
+An empty pool never fails a create (the node restores or boots one directly).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httpx
 from libs.ids import new_sandbox_id
 
 from . import envd_client
+from .pool_demand import Demand
 from .runtime.base import RunningSandbox, Runtime
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
@@ -27,12 +30,13 @@ from .templates.store import TemplateManifest, TemplateStore
 
 log = logging.getLogger(__name__)
 
-DEMAND_WINDOW_S = 10.0
-# A restored, idle clone holds about this much host memory (gVisor: no sharing between clones).
+# A restored, idle clone holds about this much host memory (gVisor: no sharing between
+# clones; bench/density.py measures it).
 CLONE_MEMORY_MB = 64
 # Claims and finished restores wake the refill at once; this is only the idle re-check.
 REFILL_IDLE_S = 1.0
 REFILL_DELAY_S = 0.1
+REFILL_RATE_WINDOW_S = 60.0
 
 
 class WarmPool:
@@ -53,11 +57,15 @@ class WarmPool:
         self._http = http
         self._ready: dict[str, collections.deque[RunningSandbox]] = collections.defaultdict(collections.deque)
         self._restoring: dict[str, int] = collections.defaultdict(int)
-        self._claims: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._demand: dict[str, Demand] = collections.defaultdict(
+            lambda: Demand(settings.pool_window_s, settings.pool_peak_horizon_s)
+        )
+        self._refilled: collections.deque[float] = collections.deque()  # when restores finished
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._direct = 0  # restores for creates that found the pool empty
         self._create_restores = asyncio.Semaphore(settings.create_restore_concurrency)
+        self._budget = settings.pool_memory_budget_mb // CLONE_MEMORY_MB
 
     @property
     def sandbox_ids(self) -> set[str]:
@@ -66,22 +74,28 @@ class WarmPool:
     def depths(self) -> dict[str, int]:
         return {template: len(clones) for template, clones in self._ready.items() if clones}
 
+    def targets(self) -> dict[str, int]:
+        return {template: self.target(template) for template in self._demand}
+
+    def refill_rate(self) -> float:
+        """Clones restored per minute, lately."""
+        horizon = time.monotonic() - REFILL_RATE_WINDOW_S
+        while self._refilled and self._refilled[0] < horizon:
+            self._refilled.popleft()
+        return len(self._refilled) * 60.0 / REFILL_RATE_WINDOW_S
+
     def claim(self, template_id: str) -> RunningSandbox | None:
         """A ready clone, if there is one. The refill it causes starts a moment later: a
         restore takes both cores of a small node for most of a second, and the create that
         claimed should get its answer out first."""
-        self._claims[template_id].append(time.monotonic())
+        self._demand[template_id].claim()
         asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._wake.set)
         clones = self._ready.get(template_id)
         return clones.popleft() if clones else None
 
     def target(self, template_id: str) -> int:
-        claims = self._claims[template_id]
-        horizon = time.monotonic() - DEMAND_WINDOW_S
-        while claims and claims[0] < horizon:
-            claims.popleft()
-        budget = self._settings.pool_memory_mb // CLONE_MEMORY_MB
-        return min(self._settings.pool_max, budget, max(self._settings.pool_min, len(claims)))
+        wanted = max(self._settings.pool_minimum(template_id), self._demand[template_id].peak())
+        return min(self._settings.pool_max, self._budget, wanted)
 
     async def run(self) -> None:
         """Keeps every template's pool at its target, until cancelled."""
@@ -99,6 +113,7 @@ class WarmPool:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _refill(self, manifests: list[TemplateManifest]) -> None:
+        self._trim()
         if self._direct:  # creates are waiting on restores of their own: they go first
             return
         pooled = self._settings.pooled_templates
@@ -108,18 +123,39 @@ class WarmPool:
                 continue
             while (
                 len(self._ready[template_id]) + self._restoring[template_id] < self.target(template_id)
-                and sum(self._restoring.values()) < self._settings.pool_restore_concurrency
+                and sum(self._restoring.values()) < self._settings.pool_refills_at_once
+                and self._held() < self._budget
             ):
                 self._restoring[template_id] += 1
                 task = asyncio.create_task(self._restore_one(manifest))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    def _held(self) -> int:
+        return sum(len(c) for c in self._ready.values()) + sum(self._restoring.values())
+
+    def _trim(self) -> None:
+        """Kills the clones beyond each template's target (its demand has passed), newest
+        first: the oldest have been touched least since their restore."""
+        for template_id, clones in self._ready.items():
+            while len(clones) > self.target(template_id):
+                sandbox = clones.pop()
+                task = asyncio.create_task(self._discard(sandbox))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _discard(self, sandbox: RunningSandbox) -> None:
+        try:
+            await self._runtime.kill(sandbox.sandbox_id)
+        finally:
+            self._slots.release(sandbox.slot)
+
     async def _restore_one(self, manifest: TemplateManifest) -> None:
         try:
             sandbox = await self.restore(manifest)
             if sandbox is not None:
                 self._ready[manifest.template_id].append(sandbox)
+                self._refilled.append(time.monotonic())
         except Exception:
             log.exception("warm clone of %s failed", manifest.template_id)
             await asyncio.sleep(1)  # do not spin on a broken template

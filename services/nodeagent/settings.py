@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -29,13 +30,19 @@ class NodeSettings(msgspec.Struct):
     # kvm, tcg (software emulation: slow, for hosts without KVM) or auto (probed).
     microvm_accel: str = "auto"
     envd_ready_timeout_s: float = 90.0
-    # Warm pool per template: at least pool_min ready clones, at most pool_max and what
-    # pool_memory_mb holds; pool_restore_concurrency restores at a time. pool_max 0 turns
+    # Warm pool per template: as deep as the peak demand (creates in any pool_window_s
+    # over the last pool_peak_horizon_s), at least pool_min (or a template's own minimum in
+    # pool_min_templates, `base=4,code-interpreter=2`), at most pool_max, all templates'
+    # clones together within pool_memory_mb (0: an eighth of the host's memory);
+    # pool_restore_concurrency refills at a time (0: one per two cores). pool_max 0 turns
     # the pool off (every create restores or boots).
     pool_min: int = 1
+    pool_min_templates: str = ""
     pool_max: int = 8
-    pool_memory_mb: int = 1024
-    pool_restore_concurrency: int = 2
+    pool_memory_mb: int = 0
+    pool_restore_concurrency: int = 0
+    pool_window_s: float = 10.0
+    pool_peak_horizon_s: float = 300.0
     # Comma-separated template ids the pool keeps warm; empty: every template.
     pool_templates: str = ""
     # Restores for creates that found the pool empty, at a time (about the node's cores).
@@ -55,6 +62,30 @@ class NodeSettings(msgspec.Struct):
     volume_port: int = 0
     volume_advertise_host: str = ""
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        for item in filter(None, (i.strip() for i in self.pool_min_templates.split(","))):
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip().isdigit():
+                raise ValueError(f"pool_min_templates: '{item}' is not template=count")
+
+    @property
+    def pool_memory_budget_mb(self) -> int:
+        if self.pool_memory_mb > 0:
+            return self.pool_memory_mb
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) // 1024 // 8
+
+    @property
+    def pool_refills_at_once(self) -> int:
+        return self.pool_restore_concurrency or max(1, (os.cpu_count() or 1) // 2)
+
+    def pool_minimum(self, template_id: str) -> int:
+        for item in self.pool_min_templates.split(","):
+            name, sep, value = item.strip().partition("=")
+            if sep and name.strip() == template_id:
+                return int(value)
+        return self.pool_min
 
     @property
     def pooled_templates(self) -> set[str] | None:

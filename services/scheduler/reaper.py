@@ -60,7 +60,8 @@ class Reaper:
 
     async def _pause_or_kill(self, record: SandboxRecord) -> None:
         if record.auto_pause:
-            reply = await self.scheduler.pause(PauseRequest(sandbox_id=record.sandbox_id))
+            pause = PauseRequest(sandbox_id=record.sandbox_id, memory=record.auto_pause_memory)
+            reply = await self.scheduler.pause(pause)
             if reply.error is None or reply.error.status == 409:
                 return
             log.warning("auto-pause of %s failed (%s): killing it", record.sandbox_id, reply.error.message)

@@ -56,7 +56,7 @@ class SnapshotHandlers:
         replaced = await self._store.snapshot(snapshot_id)
         if replaced is not None and replaced.owner != record.owner:
             raise Refused(409, f"the snapshot name '{snapshot_id}' is taken")
-        snapshot = await self._take_snapshot(record, snapshot_id)
+        snapshot = await self._take_snapshot(record, snapshot_id, memory=request.memory)
         try:
             await self._store.save_snapshot(snapshot, replaces=replaced)
         except Exception as exc:
@@ -67,13 +67,19 @@ class SnapshotHandlers:
             await self._node_delete_image(replaced)
         return snapshot
 
-    async def _take_snapshot(self, record: SandboxRecord, snapshot_id: str) -> SnapshotRecord:
-        """The node saves the running sandbox into a new image and lets it go on."""
+    async def _take_snapshot(
+        self, record: SandboxRecord, snapshot_id: str, *, memory: bool = True
+    ) -> SnapshotRecord:
+        """The node saves the running sandbox (or only its files) into a new image and lets
+        it go on."""
         if record.state == SANDBOX_PAUSED:
             raise Refused(409, f"sandbox '{record.sandbox_id}' is paused: resume it first")
         image_id = new_sandbox_id()
         message = NodeSnapshotRequest(
-            sandbox_id=record.sandbox_id, image_id=image_id, envd_access_token=record.envd_access_token
+            sandbox_id=record.sandbox_id,
+            image_id=image_id,
+            envd_access_token=record.envd_access_token,
+            memory=memory,
         )
         reply = await self._scheduler.ask_node(
             record.node_id, subjects.NODE_SNAPSHOT, message, NodeSnapshotReply

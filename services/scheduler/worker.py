@@ -195,6 +195,7 @@ class Scheduler:
                 owner=request.owner,
                 timeout_s=request.timeout_s,
                 auto_pause=request.auto_pause,
+                auto_pause_memory=request.auto_pause_memory,
                 auto_resume=request.auto_resume,
                 snapshot_id=source.snapshot_id,
                 volume_mounts=mounts,
@@ -299,12 +300,14 @@ class Scheduler:
         record = await self.existing(request.sandbox_id)
         if record.state == SANDBOX_PAUSED:
             raise Refused(409, f"sandbox '{request.sandbox_id}' is already paused")
-        message = NodePauseRequest(sandbox_id=record.sandbox_id, envd_access_token=record.envd_access_token)
+        message = NodePauseRequest(
+            sandbox_id=record.sandbox_id, envd_access_token=record.envd_access_token, memory=request.memory
+        )
         await self.ask_node(record.node_id, subjects.NODE_PAUSE, message, NodePauseReply)
-        return await self.mark_paused(record)
+        return await self.mark_paused(record, memory=request.memory)
 
-    async def mark_paused(self, record: SandboxRecord) -> SandboxRecord:
-        paused = msgspec.structs.replace(record, state=SANDBOX_PAUSED, host="")
+    async def mark_paused(self, record: SandboxRecord, *, memory: bool = True) -> SandboxRecord:
+        paused = msgspec.structs.replace(record, state=SANDBOX_PAUSED, host="", pause_memory=memory)
         await self.store.save_paused(paused)
         await self.bus.publish(
             subjects.SANDBOX_GONE, SandboxGone(sandbox_id=record.sandbox_id, reason="paused")
@@ -334,7 +337,7 @@ class Scheduler:
         reply = await self.ask_node(record.node_id, subjects.NODE_RESUME, message, NodeCreateReply)
         lease_s = request.timeout_s or record.timeout_s  # 0: the sandbox's own (auto-resume)
         resumed = msgspec.structs.replace(
-            record, state=SANDBOX_RUNNING, host=reply.host, end_at=time.time() + lease_s
+            record, state=SANDBOX_RUNNING, host=reply.host, end_at=time.time() + lease_s, pause_memory=True
         )
         await self.store.save_sandbox(resumed)
         return resumed

@@ -18,12 +18,15 @@ import pytest
 from libs.cli.up import ensure_template, kill_all_sandboxes
 from libs.stack import LocalStack, StackConfig, free_port
 from libs.state import Store
+from services.nodeagent.pool import CLONE_MEMORY_MB
 from services.nodeagent.templates.store import TemplateStore
 from tests.harness.testnet import TestNet, running_testnet
 
 TEMPLATE_DIR = Path(os.environ.get("CORRAL_TEST_TEMPLATE_DIR", "/var/lib/corral/templates"))
 # Node agents on one host need disjoint network slots; tests stay clear of `corral up`'s.
 TEST_SLOT_BASE = "20000"
+POOL_PEAK_HORIZON_S = 30
+POOL_BUDGET_CLONES = 5
 
 
 def stack_available() -> bool:
@@ -71,6 +74,9 @@ def stack(testnet: TestNet) -> Iterator[LocalStack]:
         "CORRAL_RUNTIME": "gvisor",
         # Small volumes, so that filling one to its quota is quick (test_volumes.py).
         "CORRAL_VOLUME_SIZE_MB": "64",
+        # A pool that remembers bursts briefly, within a small budget (test_warm_pool.py).
+        "CORRAL_POOL_PEAK_HORIZON_S": str(POOL_PEAK_HORIZON_S),
+        "CORRAL_POOL_MEMORY_MB": str(POOL_BUDGET_CLONES * CLONE_MEMORY_MB),
         **testnet.node_env(),
     }
     # HTTPS beside HTTP, under a domain that TLS clients accept a wildcard for.

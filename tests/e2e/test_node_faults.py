@@ -66,7 +66,7 @@ def test_node_agent_killed_mid_pause(conn, stack):
     finally:
         sbx.kill()
     assert not (data / "paused" / sbx.sandbox_id).exists()
-    assert not (data / "sandboxes" / sbx.sandbox_id).exists()
+    _wait_for(lambda: not (data / "sandboxes" / sbx.sandbox_id).exists(), "the teardown after the kill")
 
 
 def test_node_agent_killed_mid_resume(conn, stack):
@@ -92,4 +92,4 @@ def test_node_agent_killed_mid_resume(conn, stack):
         assert not (data / "paused" / sbx.sandbox_id).exists()
     finally:
         sbx.kill()
-    assert not (data / "sandboxes" / sbx.sandbox_id).exists()
+    _wait_for(lambda: not (data / "sandboxes" / sbx.sandbox_id).exists(), "the teardown after the kill")

@@ -135,7 +135,7 @@ def test_snapshot_status_codes(conn, stack):
     created = api.post("/v2/sandboxes", json={"templateID": "base"}).json()
     sandbox_id = created["sandboxID"]
     try:
-        assert api.post(f"/sandboxes/{sandbox_id}/snapshots", json={"memory": False}).status_code == 400
+        assert api.post(f"/sandboxes/{sandbox_id}/snapshots", json={"memory": "no"}).status_code == 400
         assert api.post(f"/sandboxes/{sandbox_id}/snapshots", json={"name": "Bad Name!"}).status_code == 400
         assert api.post(f"/sandboxes/{sandbox_id}/fork", json={"count": 0}).status_code == 400
         assert other.post(f"/sandboxes/{sandbox_id}/snapshots", json={}).status_code == 404

@@ -53,8 +53,8 @@ def test_volume_lifecycle_and_content_sync(stack, conn, monkeypatch):
                 Volume.destroy(vol.volume_id, **conn)
             sbx = Sandbox.connect(sbx.sandbox_id, **conn)
             sbx.commands.run("echo after-resume >> /mnt/vol/one.txt")
-            mounts = Sandbox.get_info(sbx.sandbox_id, **conn)
-            assert mounts.sandbox_id == sbx.sandbox_id
+            info = Sandbox.get_info(sbx.sandbox_id, **conn)
+            assert info.volume_mounts == [{"name": vol.name, "path": "/mnt/vol"}]
         finally:
             sbx.kill()
         assert vol.read_file("/one.txt") == "from sandbox one\nafter-resume\n"

@@ -57,3 +57,31 @@ def test_coreutils_stat_works_in_the_sandbox(conn):
         assert listing.strip().endswith("user 755")
     finally:
         sbx.kill()
+
+
+def test_pool_deepens_for_a_burst_and_shrinks_when_idle(stack, conn):
+    """The stack's pool remembers peaks for POOL_PEAK_HORIZON_S and holds POOL_BUDGET_CLONES
+    clones at most (conftest): a burst of creates raises its target and depth, within the
+    budget; once the burst is past the horizon the pool is back at its minimum."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .conftest import POOL_BUDGET_CLONES
+
+    with ThreadPoolExecutor(8) as burst:
+        sandboxes = list(burst.map(lambda _: Sandbox.create(**conn), range(8)))
+    try:
+        deadline = time.time() + 120
+        node = _node(stack)
+        while node.warm.get("base", 0) < 3:
+            assert time.time() < deadline, f"the pool did not deepen: {node.warm} of {node.warm_targets}"
+            time.sleep(0.5)
+            node = _node(stack)
+        assert 3 <= node.warm_targets["base"] <= POOL_BUDGET_CLONES
+        assert node.warm["base"] <= POOL_BUDGET_CLONES
+    finally:
+        with ThreadPoolExecutor(8) as kill:
+            list(kill.map(lambda s: s.kill(), sandboxes))
+    deadline = time.time() + 180
+    while (node := _node(stack)).warm.get("base", 0) > 1 or node.warm_targets.get("base") != 1:
+        assert time.time() < deadline, f"the pool did not shrink: {node.warm} of {node.warm_targets}"
+        time.sleep(1)

@@ -29,6 +29,7 @@ from ..models import (
     ConnectBody,
     NetworkConfig,
     NewSandbox,
+    PauseBody,
     RefreshBody,
     TimeoutBody,
     detail_body,
@@ -126,8 +127,8 @@ class SandboxRoutes:
         if not body.template_id:
             raise ApiError(400, "templateID is required")
         auto_resume = bool(body.auto_resume and body.auto_resume.enabled)
-        if body.auto_pause_memory is False:
-            raise ApiError(400, "filesystem-only pauses are not supported: pauses keep memory")
+        if auto_resume and body.auto_pause_memory is False:
+            raise ApiError(400, "autoResume needs pauses that keep memory (autoPauseMemory: true)")
         if auto_resume and not body.auto_pause:
             raise ApiError(400, "autoResume needs autoPause (on timeout: pause)")
         network = body.network or NetworkConfig()
@@ -150,6 +151,7 @@ class SandboxRoutes:
             mask_request_host=network.mask_request_host,
             egress=egress,
             auto_pause=bool(body.auto_pause),
+            auto_pause_memory=body.auto_pause_memory is not False,
             auto_resume=auto_resume,
             volume_mounts=mounts,
         )
@@ -277,5 +279,8 @@ class SandboxRoutes:
     async def pause(self, request: Request) -> Response:
         key = await self._auth(request)
         record = await owned_sandbox(self._store, request, key)
-        await ask(self._bus, subjects.PAUSE, PauseRequest(sandbox_id=record.sandbox_id), SandboxReply, 150)
+        body = await read_json(request, PauseBody, optional=True)
+        assert isinstance(body, PauseBody)
+        message = PauseRequest(sandbox_id=record.sandbox_id, memory=body.memory is not False)
+        await ask(self._bus, subjects.PAUSE, message, SandboxReply, 150)
         return Response(status_code=204)

@@ -78,9 +78,9 @@ class SnapshotRoutes:
         record = await owned_sandbox(self._store, request, key)
         body = await read_json(request, SnapshotBody, optional=True)
         assert isinstance(body, SnapshotBody)
-        if body.memory is False:
-            raise ApiError(400, "filesystem-only snapshots are not supported: snapshots keep memory")
-        message = SnapshotRequest(sandbox_id=record.sandbox_id, name=body.name)
+        message = SnapshotRequest(
+            sandbox_id=record.sandbox_id, name=body.name, memory=body.memory is not False
+        )
         reply = await ask(self._bus, subjects.SNAPSHOT, message, SnapshotReply, SNAPSHOT_TIMEOUT_S)
         assert reply.snapshot is not None
         return JSONResponse(snapshot_body(reply.snapshot), status_code=201)

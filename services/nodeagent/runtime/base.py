@@ -26,8 +26,10 @@ class SandboxSpec:
 
 RUNTIME_NAMES = ("gvisor", "microvm")
 
-# The file every runtime's checkpoint image has once it is whole.
+# The file every runtime's checkpoint image has once it is whole; a filesystem-only image
+# (no memory, no processes) has this one instead.
 CHECKPOINT_FILE = "checkpoint.img"
+FILES_CHECKPOINT_FILE = "fscheckpoint.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +62,19 @@ class Runtime(Protocol):
     image_format: str
     # Whether `SandboxSpec.volumes` are mounted (else a create with volumes is refused).
     supports_volumes: bool
+    # Whether `checkpoint_files` works (filesystem-only pauses and snapshots).
+    saves_files_only: bool
     # What runs sandboxes, for people (heart-beats, `corral up`): e.g. "runsc 0.0~20240729.0 (ptrace)".
     version: str
 
-    async def create(self, spec: SandboxSpec) -> RunningSandbox:
-        """Starts the sandbox; on failure nothing of it is left behind."""
+    async def create(self, spec: SandboxSpec, files_from: Path | None = None) -> RunningSandbox:
+        """Boots the sandbox (with `files_from`: on the files of a filesystem-only image);
+        on failure nothing of it is left behind."""
+        ...
+
+    async def checkpoint_files(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> None:
+        """Saves only the sandbox's files into `image_dir` (`saves_files_only`); the sandbox
+        stops unless `keep_running`."""
         ...
 
     async def snapshot_template(

@@ -45,13 +45,14 @@ class Runsc:
     allow_suid: bool = False  # `--allow-suid`: setuid binaries (sudo) work
     sized_overlay: bool = False  # `--overlay2=root:dir=…,size=…`: a disk-backed, capped layer
     background_restore: bool = False  # `restore --background`: pages load after it returns
+    files_checkpoint: bool = False  # `fscheckpoint`: filesystem-only saves
 
     @classmethod
     def probe(cls, binary: str = "runsc") -> Runsc:
         try:
-            version, flags, restore = (
+            version, flags, restore, commands = (
                 subprocess.run([binary, *args], capture_output=True, text=True, timeout=30)
-                for args in (["--version"], ["flags"], ["restore", "--help"])
+                for args in (["--version"], ["flags"], ["restore", "--help"], ["help"])
             )
         except (OSError, subprocess.TimeoutExpired):
             return cls(version="unknown", disconnect_on_save=False)
@@ -63,6 +64,7 @@ class Runsc:
             allow_suid="-allow-suid" in known,
             sized_overlay="'size' optional parameter" in known,
             background_restore="-background" in restore.stdout + restore.stderr,
+            files_checkpoint="fscheckpoint" in commands.stdout + commands.stderr,
         )
 
 
@@ -116,13 +118,18 @@ class GVisorRuntime:
             return "root:memory"
         return f"root:dir={bundle},size={disk_mb}m"
 
-    async def create(self, spec: SandboxSpec) -> RunningSandbox:
+    @property
+    def saves_files_only(self) -> bool:
+        return self._info.files_checkpoint
+
+    async def create(self, spec: SandboxSpec, files_from: Path | None = None) -> RunningSandbox:
         net = network.SandboxNetwork(spec.slot, spec.sandbox_id)
         bundle = self._dir(spec.sandbox_id)
+        verb = ["run", f"--fs-restore-image-path={files_from}"] if files_from is not None else []
         try:
             await asyncio.to_thread(self._write_bundle, bundle, spec, net)
             await network.create(net)
-            await self._start(bundle, spec.sandbox_id, overlay=self._overlay(bundle, spec.disk_mb))
+            await self._start(bundle, spec.sandbox_id, *verb, overlay=self._overlay(bundle, spec.disk_mb))
         except BaseException:
             await self._remove(spec.sandbox_id, net)
             raise
@@ -196,6 +203,12 @@ class GVisorRuntime:
         if await process.wait() != 0:
             tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-2000:]
             raise CommandFailed(f"runsc checkpoint failed for {sandbox_id}: {tail}")
+
+    async def checkpoint_files(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> None:
+        """`runsc fscheckpoint`: the root's writable layer and nothing else, in milliseconds."""
+        await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
+        leave = ["--leave-running"] if keep_running else []
+        await run(*self._runsc("fscheckpoint", f"--image-path={image_dir}", *leave, sandbox_id))
 
     async def snapshot(self, sandbox_id: str, image_dir: Path) -> None:
         """Saves the sandbox into `image_dir` and starts it again from that image in place:

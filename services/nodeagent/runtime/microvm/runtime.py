@@ -72,6 +72,8 @@ class MicroVMRuntime:
     # Debian's cloud kernel (the guest) has no 9p, and bookworm packages no virtiofsd for
     # its virtiofs: a volume cannot reach the guest yet (docs/guide/volumes.md).
     supports_volumes = False
+    # A disk layer saved without the guest's page cache could lose writes: not offered yet.
+    saves_files_only = False
 
     def __init__(self, state_dir: Path, guest_dir: Path, accel: str, guest: Guest | None = None) -> None:
         self._sandboxes = state_dir / "microvm"
@@ -140,9 +142,14 @@ class MicroVMRuntime:
 
     # Starting
 
-    async def create(self, spec: SandboxSpec) -> RunningSandbox:
+    async def create(self, spec: SandboxSpec, files_from: Path | None = None) -> RunningSandbox:
         """Boots the template's guest: a few seconds under KVM, tens under TCG."""
+        if files_from is not None:
+            raise CommandFailed("microVMs keep no filesystem-only images")
         return await self._launch(spec, await self.guest(), base_layers=[], own_layer_from=None, state=None)
+
+    async def checkpoint_files(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> None:
+        raise CommandFailed("microVMs keep no filesystem-only images")
 
     async def restore(self, spec: SandboxSpec, image_dir: Path) -> RunningSandbox:
         """A clone of a template snapshot (its RAM shared copy-on-write), or a sandbox back
