@@ -8,7 +8,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,9 +39,9 @@ from libs.contracts.messages import (
 from libs.contracts.records import NodeRecord, TemplateRecord, VolumeMount
 from libs.state import Store
 
-from . import envd_client
 from .checkpoints import Checkpoints
 from .egress.service import Egress
+from .launcher import Launch, Launcher, Owner
 from .pool import WarmPool
 from .running import RunningSandboxes
 from .runtime.base import RunningSandbox, Runtime
@@ -52,7 +51,7 @@ from .sandbox_metrics import MetricsSampler
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .template_snapshots import TemplateSnapshots
-from .templates.store import TemplateManifest, TemplateStore
+from .templates.store import TemplateStore
 from .volumes.service import Volumes, VolumeUnavailable
 
 log = logging.getLogger(__name__)
@@ -79,15 +78,16 @@ class NodeAgent:
         self.volumes = Volumes(settings, store)
         self._started_at = time.time()
         self._http = httpx.AsyncClient()
+        self.launcher = Launcher(
+            runtime, self.templates, self.slots, self.running, self._http, settings.envd_ready_timeout_s
+        )
         self.checkpoints = Checkpoints(
-            settings, runtime, self.templates, self.slots, self.running, self.volumes, self._http
+            settings, runtime, self.templates, self.launcher, self.running, self.volumes, self._http
         )
         self.template_snapshots = TemplateSnapshots(
             runtime, self.templates, self.slots, self._http, settings.envd_ready_timeout_s
         )
-        self.pool = WarmPool(
-            settings, runtime, self.templates, self.template_snapshots, self.slots, self._http
-        )
+        self.pool = WarmPool(settings, self.templates, self.template_snapshots, self.launcher)
         self.metrics = MetricsSampler(self.running, self._http, self.checkpoints.busy)
         self._tasks: list[asyncio.Task[None]] = []
         self._teardowns: set[asyncio.Task[None]] = set()  # killed sandboxes going away
@@ -254,58 +254,40 @@ class NodeAgent:
             message = f"template '{request.template_id}' is not on this node"
             return NodeCreateReply(error=Failure(status=404, message=message))
         sandbox_id = request.sandbox_id
+        owner = Owner(
+            egress=request.egress,
+            access_token=request.envd_access_token,
+            env_vars=request.env_vars,
+            volume_ids=_volume_ids(request.volume_mounts),
+        )
         try:
             if request.volume_mounts:
                 volumes = await self.volumes.host_dirs(request.volume_mounts)
-                sandbox = await self._boot(manifest, sandbox_id, volumes)
+                sandbox = await self.launcher.start(Launch(manifest, sandbox_id, volumes=volumes))
             else:
                 sandbox = self.pool.claim(manifest.template_id) or await self.pool.restore_for_create(
                     manifest, sandbox_id
                 )
-            if sandbox is None:
-                sandbox = await self._boot(manifest, sandbox_id, [])
-            sandbox_id = sandbox.sandbox_id
-            await self.running.track(
-                sandbox, request.egress, request.envd_access_token, _volume_ids(request.volume_mounts)
-            )
-            await envd_client.init(
-                self._http,
-                sandbox.address,
-                env_vars=request.env_vars,
-                access_token=request.envd_access_token,
-                default_user=manifest.user,
-            )
+                if sandbox is None:  # no template snapshot: a boot
+                    sandbox = await self.launcher.start(Launch(manifest, sandbox_id))
+            await self.launcher.hand_over(sandbox, manifest, owner)
         except NoFreeSlot as exc:
             return NodeCreateReply(error=Failure(status=503, message=str(exc)))
         except VolumeUnavailable as exc:
             return NodeCreateReply(error=Failure(status=409, message=str(exc)))
         except Exception as exc:
             log.exception("create of %s failed", sandbox_id)
-            await self._kill(sandbox_id)
             return NodeCreateReply(error=Failure(status=500, message=f"sandbox did not start: {exc}"))
         return NodeCreateReply(
-            sandbox_id=sandbox_id, host=sandbox.address, envd_version=manifest.envd_version
+            sandbox_id=sandbox.sandbox_id, host=sandbox.address, envd_version=manifest.envd_version
         )
-
-    async def _boot(
-        self, manifest: TemplateManifest, sandbox_id: str, volumes: list[tuple[Path, str]]
-    ) -> RunningSandbox:
-        slot = self.slots.take()
-        spec = self.templates.sandbox_spec(manifest, sandbox_id, slot, volumes=volumes)
-        try:
-            sandbox = await self.runtime.create(spec)
-            await envd_client.wait_ready(
-                self._http, sandbox.address, self.settings.envd_ready_timeout_s, manifest.services
-            )
-        except BaseException:
-            await self.runtime.kill(sandbox_id)
-            self.slots.release(slot)
-            raise
-        return sandbox
 
     async def _kill(self, sandbox_id: str) -> bool:
         """Kills a running sandbox or deletes a paused one's image."""
-        await self.running.forget(sandbox_id)
+        sandbox = self.running.get(sandbox_id)
+        if sandbox is not None:
+            await self.launcher.discard(sandbox)
+            return True
         killed = await self.runtime.kill(sandbox_id)
         return await self.checkpoints.drop_paused(sandbox_id) or killed
 
@@ -324,14 +306,10 @@ class NodeAgent:
         return KillReply(killed=True)
 
     async def _tear_down(self, sandbox: RunningSandbox) -> None:
-        # The slot is free only once its network namespace is gone: a new sandbox on it would
-        # collide with the old one's interfaces.
         try:
-            await self.runtime.kill(sandbox.sandbox_id)
+            await self.launcher.discard(sandbox)
         except Exception:
             log.exception("tearing down sandbox %s failed", sandbox.sandbox_id)
-        finally:
-            self.slots.release(sandbox.slot)
 
     async def delete_volume(self, request: NodeVolumeRequest) -> KillReply:
         in_use = self.running.mounting(request.volume_id)

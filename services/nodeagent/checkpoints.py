@@ -32,10 +32,11 @@ from libs.contracts.messages import (
 
 from . import envd_client
 from .images import ImageStore
+from .launcher import Launch, Launcher, Owner
 from .running import RunningSandboxes
 from .runtime.base import RestartFailed, RunningSandbox, Runtime
 from .settings import NodeSettings
-from .slots import NoFreeSlot, Slots
+from .slots import NoFreeSlot
 from .templates.store import TemplateManifest, TemplateStore
 from .volumes.service import Volumes, VolumeUnavailable
 
@@ -59,7 +60,7 @@ class Checkpoints:
         settings: NodeSettings,
         runtime: Runtime,
         templates: TemplateStore,
-        slots: Slots,
+        launcher: Launcher,
         running: RunningSandboxes,
         volumes: Volumes,
         http: httpx.AsyncClient,
@@ -67,7 +68,7 @@ class Checkpoints:
         self._settings = settings
         self._runtime = runtime
         self._templates = templates
-        self._slots = slots
+        self._launcher = launcher
         self._running = running
         self._volumes = volumes
         self._http = http
@@ -290,41 +291,22 @@ class Checkpoints:
             volumes = await self._volumes.host_dirs(request.volume_mounts)
         except VolumeUnavailable as exc:
             return NodeCreateReply(error=Failure(status=409, message=str(exc)))
+        files_only = await asyncio.to_thread(self.images.files_only, image)
+        launch = Launch(manifest, sandbox_id, image, files_only, build_dir, volumes)
+        owner = Owner(
+            egress=request.egress,
+            access_token=request.envd_access_token,
+            env_vars=request.env_vars,
+            volume_ids=tuple(m.volume_id for m in request.volume_mounts),
+            current_token=None if files_only else current_token,  # a booted envd holds none
+        )
         try:
-            slot = self._slots.take()
+            sandbox = await self._launcher.start(launch)
+            await self._launcher.hand_over(sandbox, manifest, owner)
         except NoFreeSlot as exc:
             return NodeCreateReply(error=Failure(status=503, message=str(exc)))
-        spec = self._templates.sandbox_spec(manifest, sandbox_id, slot, build_dir, volumes)
-        files_only = await asyncio.to_thread(self.images.files_only, image)
-        if files_only:
-            current_token = None  # a fresh envd: no token yet
-        try:
-            if files_only:
-                sandbox = await self._runtime.create(spec, files_from=image)
-            else:
-                sandbox = await self._runtime.restore(spec, image)
-            await envd_client.wait_ready(
-                self._http, sandbox.address, self._settings.envd_ready_timeout_s, manifest.services
-            )
-            await self._running.track(
-                sandbox,
-                request.egress,
-                request.envd_access_token,
-                tuple(m.volume_id for m in request.volume_mounts),
-            )
-            await envd_client.init(
-                self._http,
-                sandbox.address,
-                env_vars=request.env_vars,
-                access_token=request.envd_access_token,
-                default_user=manifest.user,
-                current_token=current_token,
-            )
         except Exception as exc:
             log.exception("restore of %s failed", sandbox_id)
-            await self._running.forget(sandbox_id)
-            await self._runtime.kill(sandbox_id)
-            self._slots.release(slot)
             return NodeCreateReply(
                 error=Failure(status=500, message=f"sandbox did not start, its image is kept: {exc}")
             )

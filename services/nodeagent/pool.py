@@ -16,15 +16,13 @@ import contextlib
 import logging
 import time
 
-import httpx
-
 from libs.ids import new_sandbox_id
 
-from . import envd_client
+from .launcher import Launch, Launcher
 from .pool_demand import Demand
-from .runtime.base import RunningSandbox, Runtime
+from .runtime.base import RunningSandbox
 from .settings import NodeSettings
-from .slots import NoFreeSlot, Slots
+from .slots import NoFreeSlot
 from .template_snapshots import TemplateSnapshots
 from .templates.store import TemplateManifest, TemplateStore
 
@@ -43,18 +41,14 @@ class WarmPool:
     def __init__(
         self,
         settings: NodeSettings,
-        runtime: Runtime,
         templates: TemplateStore,
         snapshots: TemplateSnapshots,
-        slots: Slots,
-        http: httpx.AsyncClient,
+        launcher: Launcher,
     ) -> None:
         self._settings = settings
-        self._runtime = runtime
         self._templates = templates
         self._snapshots = snapshots
-        self._slots = slots
-        self._http = http
+        self._launcher = launcher
         self._ready: dict[str, collections.deque[RunningSandbox]] = collections.defaultdict(collections.deque)
         self._restoring: dict[str, int] = collections.defaultdict(int)
         self._demand: dict[str, Demand] = collections.defaultdict(
@@ -140,15 +134,9 @@ class WarmPool:
         for template_id, clones in self._ready.items():
             while len(clones) > self.target(template_id):
                 sandbox = clones.pop()
-                task = asyncio.create_task(self._discard(sandbox))
+                task = asyncio.create_task(self._launcher.discard(sandbox))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-
-    async def _discard(self, sandbox: RunningSandbox) -> None:
-        try:
-            await self._runtime.kill(sandbox.sandbox_id)
-        finally:
-            self._slots.release(sandbox.slot)
 
     async def _restore_one(self, manifest: TemplateManifest) -> None:
         try:
@@ -183,25 +171,12 @@ class WarmPool:
         if image is None:
             return None
         try:
-            slot = self._slots.take()
+            return await self._launcher.start(Launch(manifest, sandbox_id or new_sandbox_id(), image))
         except NoFreeSlot:
             return None
-        spec = self._templates.sandbox_spec(manifest, sandbox_id or new_sandbox_id(), slot)
-        try:
-            sandbox = await self._runtime.restore(spec, image)
-            await envd_client.wait_ready(
-                self._http, sandbox.address, self._settings.envd_ready_timeout_s, manifest.services
-            )
-        except BaseException:
-            await self._runtime.kill(spec.sandbox_id)
-            self._slots.release(slot)
-            raise
-        return sandbox
 
     async def drain(self) -> None:
         """Kills every warm clone (on shutdown)."""
         for clones in self._ready.values():
             while clones:
-                sandbox = clones.popleft()
-                await self._runtime.kill(sandbox.sandbox_id)
-                self._slots.release(sandbox.slot)
+                await self._launcher.discard(clones.popleft())

@@ -68,6 +68,18 @@ def test_contexts(sbx, tmp_path):
         sbx.run_code("1", context=context)
 
 
+def test_a_users_own_packages_in_the_working_directory(sbx, tmp_path):
+    """A project with its own `services/` package (a common name) is where the kernel
+    starts: the kernel still starts, and the project's modules are what `import` finds."""
+    workdir = tmp_path / "project"
+    (workdir / "services").mkdir(parents=True)
+    (workdir / "services" / "__init__.py").write_text("WHOSE = 'the project'\n")
+    (workdir / "helpers.py").write_text("VALUE = 42\n")
+    context = sbx.create_code_context(cwd=str(workdir))
+    assert sbx.run_code("import services; services.WHOSE", context=context).text == "'the project'"
+    assert sbx.run_code("import helpers; helpers.VALUE", context=context).text == "42"
+
+
 def test_bad_requests(interpreter):
     with httpx.Client(base_url=interpreter.url) as client:
         both = client.post("/execute", json={"code": "1", "context_id": "x", "language": "python"})

@@ -4,7 +4,7 @@ from services.nodeagent.settings import NodeSettings
 
 
 def _pool(**settings) -> WarmPool:
-    return WarmPool(NodeSettings(**settings), None, None, None, None, None)  # type: ignore[arg-type]
+    return WarmPool(NodeSettings(**settings), None, None, None)  # type: ignore[arg-type]
 
 
 async def test_target_follows_demand_within_bounds():
