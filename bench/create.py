@@ -25,8 +25,8 @@ import httpx
 from e2b import AsyncSandbox
 
 from bench.bench_stack import add_runtime_options, bench_stack, runtime_of
-from libs.stack import LocalStack
-from libs.state import Store
+from corral_libs.stack import LocalStack
+from corral_libs.state import Store
 
 
 def percentile(samples: list[float], pct: float) -> float:

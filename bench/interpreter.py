@@ -24,8 +24,8 @@ from e2b_code_interpreter import Sandbox
 
 from bench.bench_stack import add_runtime_options, bench_stack, runtime_of
 from bench.create import percentile
-from libs.stack import LocalStack
-from libs.state import Store
+from corral_libs.stack import LocalStack
+from corral_libs.state import Store
 from tests.e2e.conftest import TEMPLATE_DIR
 
 TEMPLATE = "code-interpreter"

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 import time
 
-from libs.contracts.records import ApiKeyRecord
+from corral_libs.contracts.records import ApiKeyRecord
 
 KEY_PREFIX = "e2b_"
 DEFAULT_MAX_SANDBOXES = 100

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import propagate, trace
 
-from libs.contracts.messages import Failure
+from corral_libs.contracts.messages import Failure
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("corral.bus")

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from libs.contracts.records import EgressPolicy
-from libs.contracts.sandbox_net import SANDBOX_RANGE
+from corral_libs.contracts.records import EgressPolicy
+from corral_libs.contracts.sandbox_net import SANDBOX_RANGE
 
 ALL_TRAFFIC = "0.0.0.0/0"
 MAX_ENTRIES = 2000  # per list: more is a 400

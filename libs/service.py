@@ -15,11 +15,11 @@ import uvicorn
 import uvloop
 from starlette.types import ASGIApp
 
-from libs.bus import Bus
-from libs.config import load_settings
-from libs.logging import setup_logging
-from libs.state import Store
-from libs.telemetry import setup_telemetry
+from corral_libs.bus import Bus
+from corral_libs.config import load_settings
+from corral_libs.logging import setup_logging
+from corral_libs.state import Store
+from corral_libs.telemetry import setup_telemetry
 
 
 class ServiceSettings(Protocol):

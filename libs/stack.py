@@ -19,11 +19,11 @@ from pathlib import Path
 
 import httpx
 
-from libs.apikeys import hash_key, new_api_key
-from libs.contracts import keys
-from libs.contracts.records import NodeRecord
-from libs.state import Store
-from libs.tls import TlsFiles, ensure_certificates
+from corral_libs.apikeys import hash_key, new_api_key
+from corral_libs.contracts import keys
+from corral_libs.contracts.records import NodeRecord
+from corral_libs.state import Store
+from corral_libs.tls import TlsFiles, ensure_certificates
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import TypeVar
 import msgspec
 import redis.asyncio as redis
 
-from libs.contracts import keys
-from libs.contracts.records import (
+from corral_libs.contracts import keys
+from corral_libs.contracts.records import (
     SNAPSHOT_DEFAULT_TAG,
     ApiKeyRecord,
     EgressDenial,

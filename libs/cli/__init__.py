@@ -27,7 +27,7 @@ def envd(
     ),
 ) -> None:
     """Run envd, the in-sandbox daemon that serves E2B's data plane."""
-    from services.envd.server import run
+    from corral_services.envd.server import run
 
     run(port=port, host=host, default_user=user, default_workdir=workdir, sync_clock=sync_clock)
 

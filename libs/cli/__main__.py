@@ -1,3 +1,3 @@
-from libs.cli import main
+from corral_libs.cli import main
 
 main()

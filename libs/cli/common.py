@@ -7,8 +7,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from libs.bus import Bus
-from libs.state import Store
+from corral_libs.bus import Bus
+from corral_libs.state import Store
 
 T = TypeVar("T")
 

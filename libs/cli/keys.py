@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import msgspec
 import typer
 
-from libs.apikeys import DEFAULT_MAX_SANDBOXES, new_api_key
-from libs.state import Store
+from corral_libs.apikeys import DEFAULT_MAX_SANDBOXES, new_api_key
+from corral_libs.state import Store
 
 from .common import with_store
 from .output import console, emit

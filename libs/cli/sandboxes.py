@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import typer
 
-from libs.bus import Bus
-from libs.contracts import subjects
-from libs.contracts.messages import KillReply, KillRequest, NodeLogsReply, NodeLogsRequest
-from libs.state import Store
+from corral_libs.bus import Bus
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import KillReply, KillRequest, NodeLogsReply, NodeLogsRequest
+from corral_libs.state import Store
 
 from .common import with_bus, with_store
 from .output import console, emit

@@ -10,9 +10,9 @@ from pathlib import Path
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from services.nodeagent.templates.build import BuildError, build_template
-from services.nodeagent.templates.recipe import UnknownRecipe, load_recipe
-from services.nodeagent.templates.store import TemplateStore
+from corral_services.nodeagent.templates.build import BuildError, build_template
+from corral_services.nodeagent.templates.recipe import UnknownRecipe, load_recipe
+from corral_services.nodeagent.templates.store import TemplateStore
 
 from .output import console, emit
 

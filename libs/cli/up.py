@@ -10,16 +10,16 @@ from pathlib import Path
 
 import typer
 
-from libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_records
-from services.nodeagent.egress.table import EgressTable
-from services.nodeagent.runtime.base import Runtime
-from services.nodeagent.runtime.gvisor import GVisorRuntime
-from services.nodeagent.runtime.microvm.runtime import MicroVMRuntime
-from services.nodeagent.templates.build import BuildError
-from services.nodeagent.templates.fingerprint import source_fingerprint
-from services.nodeagent.templates.recipe import UnknownRecipe, load_recipe, recipe_path
-from services.nodeagent.templates.store import TemplateStore, is_current
-from services.nodeagent.volumes.disks import VolumeDisks
+from corral_libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_records
+from corral_services.nodeagent.egress.table import EgressTable
+from corral_services.nodeagent.runtime.base import Runtime
+from corral_services.nodeagent.runtime.gvisor import GVisorRuntime
+from corral_services.nodeagent.runtime.microvm.runtime import MicroVMRuntime
+from corral_services.nodeagent.templates.build import BuildError
+from corral_services.nodeagent.templates.fingerprint import source_fingerprint
+from corral_services.nodeagent.templates.recipe import UnknownRecipe, load_recipe, recipe_path
+from corral_services.nodeagent.templates.store import TemplateStore, is_current
+from corral_services.nodeagent.volumes.disks import VolumeDisks
 
 from .output import console
 from .templates import build_with_progress

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from libs.bus import Bus
-from libs.state import Store
+from corral_libs.bus import Bus
+from corral_libs.state import Store
 
 from .auth import Authenticator
 from .errors import ApiError, error_response

@@ -6,9 +6,9 @@ import time
 
 from starlette.requests import Request
 
-from libs.apikeys import hash_key
-from libs.contracts.records import ApiKeyRecord
-from libs.state import Store
+from corral_libs.apikeys import hash_key
+from corral_libs.contracts.records import ApiKeyRecord
+from corral_libs.state import Store
 
 from .errors import ApiError
 

@@ -1,8 +1,8 @@
-"""Runs the API: `python -m services.api`."""
+"""Runs the API: `python -m corral_services.api`."""
 
 from __future__ import annotations
 
-from libs.service import connected, run_service, serve_http
+from corral_libs.service import connected, run_service, serve_http
 
 from .app import create_app
 from .settings import ApiSettings

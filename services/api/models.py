@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from libs.contracts.records import SANDBOX_PAUSED, EgressDenial, SandboxRecord
+from corral_libs.contracts.records import SANDBOX_PAUSED, EgressDenial, SandboxRecord
 
 # The reference API always returns this legacy value.
 CLIENT_ID = "6532622b"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgspec
 import uvloop
 
-from libs.config import load_settings
-from libs.logging import setup_logging
-from libs.snapshot_listener import Listener
-from libs.telemetry import setup_telemetry
+from corral_libs.config import load_settings
+from corral_libs.logging import setup_logging
+from corral_libs.snapshot_listener import Listener
+from corral_libs.telemetry import setup_telemetry
 
 from .app import create_app
 from .state import Identity

@@ -51,9 +51,9 @@ def _kernel_specs(directory: Path) -> KernelSpecManager:
     for language in LANGUAGES.values():
         spec_dir = directory / language.kernel
         spec_dir.mkdir(parents=True, exist_ok=True)
-        # -P: the kernel starts in the user's working directory, whose own `services/` must
-        # not stand in for ours (ipykernel puts the directory on the path once it runs).
-        argv = [sys.executable, "-P", "-m", "services.interpreter.kernel_launcher", language.name]
+        # -P: the kernel starts in the user's working directory, which must not stand in for
+        # what the launcher imports (it puts the directory on the path afterwards).
+        argv = [sys.executable, "-P", "-m", "corral_services.interpreter.kernel_launcher", language.name]
         spec = {
             "argv": [*argv, "-f", "{connection_file}"],
             "display_name": language.name,

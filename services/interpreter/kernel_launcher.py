@@ -1,4 +1,4 @@
-"""Starts a kernel (`python -m services.interpreter.kernel_launcher python|bash -f <file>`).
+"""Starts a kernel (`python -m corral_services.interpreter.kernel_launcher python|bash -f <file>`).
 Python kernels load E2B's result formats (`display.py`). One change to ipykernel: the pipe
 that carries forked subprocesses' output listens on a Unix socket instead of TCP on
 127.0.0.1. gVisor cannot checkpoint a listening TCP socket that anything waits on, and
@@ -41,12 +41,15 @@ def main() -> None:
     iostream.IOPubThread._setup_pipe_in = _setup_pipe_in  # type: ignore[method-assign]
     iostream.IOPubThread._setup_pipe_out = _setup_pipe_out  # type: ignore[method-assign]
     language = sys.argv.pop(1)
+    # Started with -P, so that nothing in the user's working directory stood in for what this
+    # module imported; the user's own code finds its modules there, as in any Jupyter kernel.
+    sys.path.insert(0, "")
     if language == "bash":
         from bash_kernel.kernel import BashKernel
 
         IPKernelApp.launch_instance(kernel_class=BashKernel)
     else:
-        IPKernelApp.launch_instance(extensions=["services.interpreter.display"])
+        IPKernelApp.launch_instance(extensions=["corral_services.interpreter.display"])
 
 
 if __name__ == "__main__":

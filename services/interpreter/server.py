@@ -11,10 +11,10 @@ import httpx
 import msgspec
 import uvloop
 
-from libs.config import load_settings
-from libs.logging import setup_logging
-from libs.snapshot_listener import Listener
-from libs.telemetry import setup_telemetry
+from corral_libs.config import load_settings
+from corral_libs.logging import setup_logging
+from corral_libs.snapshot_listener import Listener
+from corral_libs.telemetry import setup_telemetry
 
 from .app import create_app, envd_env_fetcher
 from .contexts import Contexts

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from libs.bus import Bus
-from libs.contracts import subjects
-from libs.contracts.messages import (
+from corral_libs.bus import Bus
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import (
     Failure,
     KillReply,
     NodeCreateReply,
@@ -36,8 +36,8 @@ from libs.contracts.messages import (
     SandboxGone,
     SandboxPaused,
 )
-from libs.contracts.records import NodeRecord, TemplateRecord, VolumeMount
-from libs.state import Store
+from corral_libs.contracts.records import NodeRecord, TemplateRecord, VolumeMount
+from corral_libs.state import Store
 
 from .checkpoints import Checkpoints
 from .egress.service import Egress

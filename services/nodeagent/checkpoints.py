@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from libs.contracts.messages import (
+from corral_libs.contracts.messages import (
     Failure,
     KillReply,
     NodeCreateReply,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from libs.contracts.records import EgressPolicy
+from corral_libs.contracts.records import EgressPolicy
 
 from . import envd_client
 from .running import RunningSandboxes

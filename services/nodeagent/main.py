@@ -1,8 +1,8 @@
-"""Runs the node agent: `python -m services.nodeagent`."""
+"""Runs the node agent: `python -m corral_services.nodeagent`."""
 
 from __future__ import annotations
 
-from libs.service import connected, run_service, until_stopped
+from corral_libs.service import connected, run_service, until_stopped
 
 from .agent import NodeAgent
 from .runtime.select import choose_runtime

@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from libs.contracts.sandbox_net import HOST_IFACE_PREFIX, MAX_SLOTS, SANDBOX_RANGE
+from corral_libs.contracts.sandbox_net import HOST_IFACE_PREFIX, MAX_SLOTS, SANDBOX_RANGE
 
 from .commands import run
 

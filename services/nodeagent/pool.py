@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 
-from libs.ids import new_sandbox_id
+from corral_libs.ids import new_sandbox_id
 
 from .launcher import Launch, Launcher
 from .pool_demand import Demand

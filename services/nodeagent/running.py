@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from libs.contracts.records import EgressPolicy
+from corral_libs.contracts.records import EgressPolicy
 
 from .egress.service import Egress
 from .runtime.base import RunningSandbox

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import httpx
 import msgspec
 
-from libs.contracts.messages import NodeMetricsReply, NodeMetricsRequest, SandboxMetric
+from corral_libs.contracts.messages import NodeMetricsReply, NodeMetricsRequest, SandboxMetric
 
 from .envd_client import ENVD_PORT
 from .running import RunningSandboxes

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from libs.ids import new_sandbox_id
+from corral_libs.ids import new_sandbox_id
 
 from . import envd_client
 from .runtime.base import CHECKPOINT_FILE, RunningSandbox, Runtime

@@ -1,12 +1,12 @@
-"""Runs the proxy: `python -m services.proxy`."""
+"""Runs the proxy: `python -m corral_services.proxy`."""
 
 from __future__ import annotations
 
 import logging
 
-from libs.contracts import subjects
-from libs.contracts.messages import SandboxGone
-from libs.service import TlsListener, connected, run_service, serve_http
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import SandboxGone
+from corral_libs.service import TlsListener, connected, run_service, serve_http
 
 from .app import QuietUpstreamBroke, SandboxProxy
 from .routes import RouteCache

@@ -7,11 +7,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from libs.bus import Bus, BusError
-from libs.contracts import subjects
-from libs.contracts.messages import ResumeRequest, SandboxGone, SandboxReply
-from libs.contracts.records import SANDBOX_PAUSED, SANDBOX_RUNNING, SandboxRecord
-from libs.state import Store
+from corral_libs.bus import Bus, BusError
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import ResumeRequest, SandboxGone, SandboxReply
+from corral_libs.contracts.records import SANDBOX_PAUSED, SANDBOX_RUNNING, SandboxRecord
+from corral_libs.state import Store
 
 CACHE_S = 30.0
 

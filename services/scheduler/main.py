@@ -1,10 +1,10 @@
-"""Runs a scheduler replica: `python -m services.scheduler`."""
+"""Runs a scheduler replica: `python -m corral_services.scheduler`."""
 
 from __future__ import annotations
 
 import asyncio
 
-from libs.service import connected, run_service, until_stopped
+from corral_libs.service import connected, run_service, until_stopped
 
 from .reaper import Reaper
 from .settings import SchedulerSettings

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 
-from libs.contracts.records import NODE_READY, NodeRecord
+from corral_libs.contracts.records import NODE_READY, NodeRecord
 
 
 def candidates(

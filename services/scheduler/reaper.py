@@ -10,9 +10,9 @@ import uuid
 
 import msgspec
 
-from libs.contracts import keys
-from libs.contracts.messages import PauseRequest
-from libs.contracts.records import NODE_DOWN, SandboxRecord
+from corral_libs.contracts import keys
+from corral_libs.contracts.messages import PauseRequest
+from corral_libs.contracts.records import NODE_DOWN, SandboxRecord
 
 from .worker import Scheduler
 

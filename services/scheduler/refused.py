@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from libs.contracts.messages import Failure
+from corral_libs.contracts.messages import Failure
 
 
 def failure(status: int, message: str) -> Failure:

@@ -8,9 +8,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from libs.bus import BusError
-from libs.contracts import subjects
-from libs.contracts.messages import (
+from corral_libs.bus import BusError
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import (
     DeleteSnapshotRequest,
     ForkReply,
     ForkRequest,
@@ -23,8 +23,8 @@ from libs.contracts.messages import (
     SnapshotReply,
     SnapshotRequest,
 )
-from libs.contracts.records import SANDBOX_PAUSED, SandboxRecord, SnapshotRecord
-from libs.ids import new_sandbox_id
+from corral_libs.contracts.records import SANDBOX_PAUSED, SandboxRecord, SnapshotRecord
+from corral_libs.ids import new_sandbox_id
 
 from .refused import Refused, failure
 from .sources import Source, snapshot_name

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from libs.contracts.records import SNAPSHOT_DEFAULT_TAG, SnapshotRecord
-from libs.ids import new_sandbox_id
+from corral_libs.contracts.records import SNAPSHOT_DEFAULT_TAG, SnapshotRecord
+from corral_libs.ids import new_sandbox_id
 
 from .refused import Refused
 

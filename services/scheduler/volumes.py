@@ -9,16 +9,16 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from libs.contracts import subjects
-from libs.contracts.messages import (
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import (
     CreateVolumeRequest,
     DeleteVolumeRequest,
     KillReply,
     NodeVolumeRequest,
     VolumeReply,
 )
-from libs.contracts.records import VolumeRecord
-from libs.ids import new_sandbox_id, new_token
+from corral_libs.contracts.records import VolumeRecord
+from corral_libs.ids import new_sandbox_id, new_token
 
 from .refused import Refused
 

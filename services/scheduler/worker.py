@@ -9,9 +9,9 @@ from typing import TypeVar
 
 import msgspec
 
-from libs.bus import Bus, BusError
-from libs.contracts import subjects
-from libs.contracts.messages import (
+from corral_libs.bus import Bus, BusError
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import (
     CreateVolumeRequest,
     DeleteSnapshotRequest,
     DeleteVolumeRequest,
@@ -37,7 +37,7 @@ from libs.contracts.messages import (
     SnapshotRequest,
     TimeoutRequest,
 )
-from libs.contracts.records import (
+from corral_libs.contracts.records import (
     SANDBOX_PAUSED,
     SANDBOX_RUNNING,
     EgressPolicy,
@@ -45,8 +45,8 @@ from libs.contracts.records import (
     SnapshotRecord,
     VolumeMount,
 )
-from libs.ids import new_sandbox_id, new_token
-from libs.state import Store
+from corral_libs.ids import new_sandbox_id, new_token
+from corral_libs.state import Store
 
 from . import placement
 from .refused import Refused, failure

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from libs.cli.up import ensure_template, kill_all_sandboxes
-from libs.stack import LocalStack, StackConfig, free_port
-from libs.state import Store
-from services.nodeagent.pool import CLONE_MEMORY_MB
-from services.nodeagent.templates.store import TemplateStore
+from corral_libs.cli.up import ensure_template, kill_all_sandboxes
+from corral_libs.stack import LocalStack, StackConfig, free_port
+from corral_libs.state import Store
+from corral_services.nodeagent.pool import CLONE_MEMORY_MB
+from corral_services.nodeagent.templates.store import TemplateStore
 from tests.harness.testnet import TestNet, running_testnet
 
 TEMPLATE_DIR = Path(os.environ.get("CORRAL_TEST_TEMPLATE_DIR", "/var/lib/corral/templates"))

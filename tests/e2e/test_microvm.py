@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from e2b import Sandbox
 
-from libs.stack import LocalStack
-from services.nodeagent.runtime.microvm.process import vm_memory_kb
+from corral_libs.stack import LocalStack
+from corral_services.nodeagent.runtime.microvm.process import vm_memory_kb
 from tests.harness.testnet import OTHER, WEB, TestNet
 
 from .conftest import TEMPLATE_DIR, running_stack, stack_available

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from e2b import CommandExitException, Sandbox, SandboxException
 
-from libs.contracts.sandbox_net import SANDBOX_RANGE
+from corral_libs.contracts.sandbox_net import SANDBOX_RANGE
 from tests.harness.testnet import API, ECHO_PORT, OTHER, WEB, TestNet
 
 from .test_node_faults import _restart_node_agent

@@ -98,7 +98,7 @@ def test_kill_answers_at_once_and_leaves_nothing_behind(stack, conn):
 def test_cli_lists_and_kills(stack, conn):
     sbx = Sandbox.create(metadata={"via": "cli"}, **conn)
     env = {**os.environ, "CORRAL_REDIS_URL": stack.config.redis_url, "CORRAL_NATS_URL": stack.config.nats_url}
-    cli = [sys.executable, "-m", "libs.cli"]
+    cli = [sys.executable, "-m", "corral_libs.cli"]
     listed = subprocess.run(
         [*cli, "sandbox", "ls", "--json"], env=env, capture_output=True, text=True, check=True
     )

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from e2b import Sandbox, Volume
 
-from services.nodeagent.runtime.gvisor import Runsc
+from corral_services.nodeagent.runtime.gvisor import Runsc
 
 CURRENT_RUNSC = Runsc.probe()
 needs_current_runsc = pytest.mark.skipif(

@@ -8,7 +8,7 @@ import time
 
 from e2b import Sandbox
 
-from libs.state import Store
+from corral_libs.state import Store
 
 
 def _node(stack):

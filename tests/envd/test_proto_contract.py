@@ -5,8 +5,8 @@ import pytest
 from e2b.envd.filesystem import filesystem_pb as sdk_fs
 from e2b.envd.process import process_pb as sdk_process
 
-from services.envd.gen.filesystem import filesystem_pb as our_fs
-from services.envd.gen.process import process_pb as our_process
+from corral_services.envd.gen.filesystem import filesystem_pb as our_fs
+from corral_services.envd.gen.process import process_pb as our_process
 
 
 def _shape(file_desc):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from libs.stack import free_port
+from corral_libs.stack import free_port
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 USER_UID = 1000
@@ -76,7 +76,16 @@ class EnvdInSandbox:
         return binds
 
     def command(self) -> list[str]:
-        envd = [sys.executable, "-m", "libs.cli", "envd", "--host", "127.0.0.1", "--port", str(self.port)]
+        envd = [
+            sys.executable,
+            "-m",
+            "corral_libs.cli",
+            "envd",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         return [
             "bwrap",
             "--ro-bind",
@@ -151,7 +160,7 @@ class EnvdInSandbox:
             while ancestor and ancestor != self._process.pid:
                 ancestor = parents.get(ancestor)
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if ancestor and argv[1:3] == [b"-m", b"libs.cli"]:
+            if ancestor and argv[1:3] == [b"-m", b"corral_libs.cli"]:
                 return pid
         raise LookupError("envd process not found")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from libs.stack import free_port
+from corral_libs.stack import free_port
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -38,7 +38,11 @@ class InterpreterProcess:
         (self.workdir / "kernels").mkdir()
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.interpreter"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "corral_services.interpreter"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from libs.bus import Bus
-from libs.stack import LocalStack, StackConfig
-from libs.state import Store
+from corral_libs.bus import Bus
+from corral_libs.stack import LocalStack, StackConfig
+from corral_libs.state import Store
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from libs.bus import Bus, BusError
-from libs.contracts import keys, subjects
-from libs.contracts.messages import Failure, KillReply, KillRequest, PlaceRequest, SandboxReply
-from libs.contracts.records import NodeRecord, SandboxRecord, TemplateRecord
+from corral_libs.bus import Bus, BusError
+from corral_libs.contracts import keys, subjects
+from corral_libs.contracts.messages import Failure, KillReply, KillRequest, PlaceRequest, SandboxReply
+from corral_libs.contracts.records import NodeRecord, SandboxRecord, TemplateRecord
 
 
 def _sandbox(sandbox_id: str = "abc123", **changes: object) -> SandboxRecord:

@@ -76,7 +76,7 @@ def test_a_users_own_packages_in_the_working_directory(sbx, tmp_path):
     (workdir / "services" / "__init__.py").write_text("WHOSE = 'the project'\n")
     (workdir / "helpers.py").write_text("VALUE = 42\n")
     context = sbx.create_code_context(cwd=str(workdir))
-    assert sbx.run_code("import services; services.WHOSE", context=context).text == "'the project'"
+    assert sbx.run_code("import services; services.WHOSE", context=context).text == "the project"
     assert sbx.run_code("import helpers; helpers.VALUE", context=context).text == "42"
 
 

@@ -1,9 +1,9 @@
 import msgspec
 import pytest
 
-from libs.config import SettingsError, load_settings
-from services.api.routes.sandboxes import parse_metadata_filter
-from services.proxy.target import BadTarget, Target, resolve_target
+from corral_libs.config import SettingsError, load_settings
+from corral_services.api.routes.sandboxes import parse_metadata_filter
+from corral_services.proxy.target import BadTarget, Target, resolve_target
 
 
 class Example(msgspec.Struct):

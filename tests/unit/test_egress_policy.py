@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from libs.contracts.records import EgressPolicy
-from libs.egress_policy import (
+from corral_libs.contracts.records import EgressPolicy
+from corral_libs.egress_policy import (
     ALL_TRAFFIC,
     MAX_ENTRIES,
     CompiledPolicy,

@@ -7,9 +7,9 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from services.nodeagent.egress import resolver as resolver_module
-from services.nodeagent.egress.kernel_log import parse_line
-from services.nodeagent.egress.resolver import HostsFile, Resolver, parse_upstreams
+from corral_services.nodeagent.egress import resolver as resolver_module
+from corral_services.nodeagent.egress.kernel_log import parse_line
+from corral_services.nodeagent.egress.resolver import HostsFile, Resolver, parse_upstreams
 
 
 def resolver(tmp_path, text: str) -> Resolver:

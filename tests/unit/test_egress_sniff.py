@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from services.nodeagent.egress.sniff import NeedMore, server_name
+from corral_services.nodeagent.egress.sniff import NeedMore, server_name
 
 
 def client_hello(name: str | None) -> bytes:

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from services.nodeagent import network
-from services.nodeagent.runtime import select
-from services.nodeagent.runtime.microvm import guest, probe, qmp, vm_network
-from services.nodeagent.runtime.microvm.guest import Guest
-from services.nodeagent.runtime.microvm.qemu import Memory, VmConfig, kernel_cmdline, qemu_argv
-from services.nodeagent.settings import NodeSettings
+from corral_services.nodeagent import network
+from corral_services.nodeagent.runtime import select
+from corral_services.nodeagent.runtime.microvm import guest, probe, qmp, vm_network
+from corral_services.nodeagent.runtime.microvm.guest import Guest
+from corral_services.nodeagent.runtime.microvm.qemu import Memory, VmConfig, kernel_cmdline, qemu_argv
+from corral_services.nodeagent.settings import NodeSettings
 
-INIT = ("/usr/bin/tini", "-s", "--", "/opt/corral/venv/bin/python", "-m", "services.envd")
+INIT = ("/usr/bin/tini", "-s", "--", "/opt/corral/venv/bin/python", "-m", "corral_services.envd")
 
 
 def _config(tmp_path: Path, **changes: Any) -> VmConfig:

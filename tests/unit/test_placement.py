@@ -1,8 +1,8 @@
 import random
 import time
 
-from libs.contracts.records import NODE_DOWN, NodeRecord
-from services.scheduler.placement import candidates, pick
+from corral_libs.contracts.records import NODE_DOWN, NodeRecord
+from corral_services.scheduler.placement import candidates, pick
 
 
 def _node(node_id: str, **changes) -> NodeRecord:

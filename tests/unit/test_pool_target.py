@@ -1,6 +1,6 @@
-from services.nodeagent.pool import CLONE_MEMORY_MB, WarmPool
-from services.nodeagent.pool_demand import Demand
-from services.nodeagent.settings import NodeSettings
+from corral_services.nodeagent.pool import CLONE_MEMORY_MB, WarmPool
+from corral_services.nodeagent.pool_demand import Demand
+from corral_services.nodeagent.settings import NodeSettings
 
 
 def _pool(**settings) -> WarmPool:

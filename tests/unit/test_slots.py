@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.nodeagent.slots import NoFreeSlot, Slots
+from corral_services.nodeagent.slots import NoFreeSlot, Slots
 
 
 def test_a_released_slot_waits_behind_every_other_free_one():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.nodeagent.images import ImageStore
-from services.scheduler.refused import Refused
-from services.scheduler.sources import snapshot_name
+from corral_services.nodeagent.images import ImageStore
+from corral_services.scheduler.refused import Refused
+from corral_services.scheduler.sources import snapshot_name
 
 
 def test_snapshot_names():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.nodeagent.volumes.files import VolumeFiles, VolumePathError
+from corral_services.nodeagent.volumes.files import VolumeFiles, VolumePathError
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from typing import TypeVar
 import msgspec
 from starlette.requests import Request
 
-from libs.bus import Bus, BusError
-from libs.contracts.records import ApiKeyRecord, SandboxRecord
-from libs.state import Store
+from corral_libs.bus import Bus, BusError
+from corral_libs.contracts.records import ApiKeyRecord, SandboxRecord
+from corral_libs.state import Store
 
 from ..errors import ApiError
 

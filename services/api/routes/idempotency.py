@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from libs.state import Store
+from corral_libs.state import Store
 
 from ..errors import ApiError
 

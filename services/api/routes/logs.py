@@ -11,11 +11,11 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.bus import Bus
-from libs.contracts import subjects
-from libs.contracts.messages import LogEntry, NodeLogsReply, NodeLogsRequest
-from libs.contracts.records import SANDBOX_PAUSED
-from libs.state import Store
+from corral_libs.bus import Bus
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import LogEntry, NodeLogsReply, NodeLogsRequest
+from corral_libs.contracts.records import SANDBOX_PAUSED
+from corral_libs.state import Store
 
 from ..auth import Authenticator
 from ..errors import ApiError

@@ -9,11 +9,11 @@ from collections import defaultdict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.bus import Bus
-from libs.contracts import subjects
-from libs.contracts.messages import NodeMetricsReply, NodeMetricsRequest, SandboxMetric
-from libs.contracts.records import SANDBOX_RUNNING
-from libs.state import Store
+from corral_libs.bus import Bus
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import NodeMetricsReply, NodeMetricsRequest, SandboxMetric
+from corral_libs.contracts.records import SANDBOX_RUNNING
+from corral_libs.state import Store
 
 from ..auth import Authenticator
 from ..errors import ApiError

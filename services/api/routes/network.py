@@ -8,12 +8,12 @@ import ipaddress
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.bus import Bus
-from libs.contracts import subjects
-from libs.contracts.messages import NetworkUpdateRequest, SandboxReply
-from libs.contracts.records import EgressPolicy
-from libs.egress_policy import CompiledPolicy, PolicyError, parse
-from libs.state import Store
+from corral_libs.bus import Bus
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import NetworkUpdateRequest, SandboxReply
+from corral_libs.contracts.records import EgressPolicy
+from corral_libs.egress_policy import CompiledPolicy, PolicyError, parse
+from corral_libs.state import Store
 
 from ..auth import Authenticator
 from ..errors import ApiError

@@ -9,9 +9,9 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.bus import Bus
-from libs.contracts import subjects
-from libs.contracts.messages import (
+from corral_libs.bus import Bus
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import (
     KillReply,
     KillRequest,
     PauseRequest,
@@ -20,8 +20,8 @@ from libs.contracts.messages import (
     SandboxReply,
     TimeoutRequest,
 )
-from libs.contracts.records import SANDBOX_PAUSED, SANDBOX_RUNNING, ApiKeyRecord, SandboxRecord
-from libs.state import Store
+from corral_libs.contracts.records import SANDBOX_PAUSED, SANDBOX_RUNNING, ApiKeyRecord, SandboxRecord
+from corral_libs.state import Store
 
 from ..auth import Authenticator
 from ..errors import ApiError

@@ -9,9 +9,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.bus import Bus
-from libs.contracts import subjects
-from libs.contracts.messages import (
+from corral_libs.bus import Bus
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import (
     DeleteSnapshotRequest,
     ForkReply,
     ForkRequest,
@@ -19,8 +19,8 @@ from libs.contracts.messages import (
     SnapshotReply,
     SnapshotRequest,
 )
-from libs.contracts.records import SnapshotRecord
-from libs.state import Store
+from corral_libs.contracts.records import SnapshotRecord
+from corral_libs.state import Store
 
 from ..auth import Authenticator
 from ..errors import ApiError

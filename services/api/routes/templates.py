@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.contracts.records import TemplateRecord
-from libs.state import Store
+from corral_libs.contracts.records import TemplateRecord
+from corral_libs.state import Store
 
 from ..auth import Authenticator
 from ..errors import ApiError

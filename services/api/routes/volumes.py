@@ -12,11 +12,11 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from libs.bus import Bus
-from libs.contracts import subjects
-from libs.contracts.messages import CreateVolumeRequest, DeleteVolumeRequest, KillReply, VolumeReply
-from libs.contracts.records import ApiKeyRecord, VolumeMount, VolumeRecord
-from libs.state import Store
+from corral_libs.bus import Bus
+from corral_libs.contracts import subjects
+from corral_libs.contracts.messages import CreateVolumeRequest, DeleteVolumeRequest, KillReply, VolumeReply
+from corral_libs.contracts.records import ApiKeyRecord, VolumeMount, VolumeRecord
+from corral_libs.state import Store
 
 from ..auth import Authenticator
 from ..errors import ApiError

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 
-from libs.contracts.records import EgressDenial
+from corral_libs.contracts.records import EgressDenial
 
 from .table import DENY_LOG_PREFIX
 

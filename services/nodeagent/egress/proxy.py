@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from libs.contracts.records import EgressDenial
-from libs.egress_policy import CompiledPolicy
+from corral_libs.contracts.records import EgressDenial
+from corral_libs.egress_policy import CompiledPolicy
 
 from .resolver import Resolver
 from .sniff import MAX_HEAD, NeedMore, server_name

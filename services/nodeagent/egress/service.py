@@ -20,10 +20,10 @@ from pathlib import Path
 
 from opentelemetry import metrics
 
-from libs.contracts.records import EgressDenial, EgressPolicy
-from libs.contracts.sandbox_net import SANDBOX_RANGE
-from libs.egress_policy import CompiledPolicy, Network, always_denied, parse_networks
-from libs.state import Store
+from corral_libs.contracts.records import EgressDenial, EgressPolicy
+from corral_libs.contracts.sandbox_net import SANDBOX_RANGE
+from corral_libs.egress_policy import CompiledPolicy, Network, always_denied, parse_networks
+from corral_libs.state import Store
 
 from ..commands import run
 from ..settings import NodeSettings

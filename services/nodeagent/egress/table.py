@@ -31,8 +31,8 @@ from typing import Any
 
 import nftables  # type: ignore[import-not-found]
 
-from libs.contracts.sandbox_net import HOST_IFACE_PREFIX, RESOLVER_ADDRESS, SANDBOX_RANGE
-from libs.egress_policy import ALWAYS_DENY, CompiledPolicy, Network
+from corral_libs.contracts.sandbox_net import HOST_IFACE_PREFIX, RESOLVER_ADDRESS, SANDBOX_RANGE
+from corral_libs.egress_policy import ALWAYS_DENY, CompiledPolicy, Network
 
 TABLE = "inet corral"
 DENY_LOG_PREFIX = "corral-deny"

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from libs.contracts.sandbox_net import RESOLVER_ADDRESS
-from services.envd.app import ENVD_VERSION
+from corral_libs.contracts.sandbox_net import RESOLVER_ADDRESS
+from corral_services.envd.app import ENVD_VERSION
 
 from .envd_payload import envd_requirements, interpreter_requirements
 from .fingerprint import source_fingerprint
@@ -48,11 +48,11 @@ trap '' USR1
   while :; do
     setpriv --reuid={{user}} --regid={{user}} --init-groups \\
       env HOME=/home/{{user}} USER={{user}} LOGNAME={{user}} SHELL=/bin/bash MPLCONFIGDIR={MPL_CONFIG_DIR} \\
-      {ENVD_PREFIX}/venv/bin/python -m services.interpreter
+      {ENVD_PREFIX}/venv/bin/python -P -m corral_services.interpreter
     sleep 0.5
   done
 ) &
-exec {ENVD_PREFIX}/venv/bin/python -m services.envd
+exec {ENVD_PREFIX}/venv/bin/python -P -m corral_services.envd
 """
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -178,7 +178,7 @@ def _root_python_version(rootfs: Path) -> str:
 def _init(recipe: Recipe) -> list[str]:
     if recipe.interpreter:
         return ["/usr/bin/tini", "-s", "-g", "--", START_SERVICES]
-    return ["/usr/bin/tini", "-s", "--", f"{ENVD_PREFIX}/venv/bin/python", "-m", "services.envd"]
+    return ["/usr/bin/tini", "-s", "--", f"{ENVD_PREFIX}/venv/bin/python", "-P", "-m", "corral_services.envd"]
 
 
 async def _install_interpreter(

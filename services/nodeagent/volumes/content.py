@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from libs.state import Store
+from corral_libs.state import Store
 
 from .disks import VolumeDisks, VolumeError
 from .files import VolumeFiles, VolumePathError, read_chunks

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import uvicorn
 
-from libs.contracts.messages import Failure, KillReply, NodeVolumeRequest
-from libs.contracts.records import VolumeMount
-from libs.state import Store
+from corral_libs.contracts.messages import Failure, KillReply, NodeVolumeRequest
+from corral_libs.contracts.records import VolumeMount
+from corral_libs.state import Store
 
 from ..settings import NodeSettings
 from .content import VolumeContent

@@ -1,0 +1,16 @@
+"""Corral's import roots are `corral_libs` and `corral_services`, names no user's project
+takes, over the repository's libs/ and services/ folders: inside a code-interpreter sandbox,
+where Corral's code is installed beside the user's, `import services` is the user's own."""
+
+from setuptools import find_packages, setup
+
+ROOTS = {"corral_libs": "libs", "corral_services": "services"}
+
+setup(
+    package_dir=ROOTS,
+    packages=[
+        package.replace(folder, name, 1)
+        for name, folder in ROOTS.items()
+        for package in find_packages(include=[folder, f"{folder}.*"])
+    ],
+)
