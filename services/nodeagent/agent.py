@@ -44,7 +44,7 @@ from .egress.service import Egress
 from .launcher import Launch, Launcher, Owner
 from .pool import WarmPool
 from .running import RunningSandboxes
-from .runtime.base import RunningSandbox, Runtime
+from .runtime.base import Runtime
 from .sandbox_logs import parse_console
 from .sandbox_metrics import EVERY_S as METRICS_EVERY_S
 from .sandbox_metrics import MetricsSampler
@@ -90,7 +90,6 @@ class NodeAgent:
         self.pool = WarmPool(settings, self.templates, self.template_snapshots, self.launcher)
         self.metrics = MetricsSampler(self.running, self._http, self.checkpoints.busy)
         self._tasks: list[asyncio.Task[None]] = []
-        self._teardowns: set[asyncio.Task[None]] = set()  # killed sandboxes going away
 
     def subject(self, verb: str) -> str:
         return subjects.node_subject(self.settings.node_id, verb)
@@ -130,7 +129,7 @@ class NodeAgent:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*self._teardowns, return_exceptions=True)
+        await self.launcher.settle()
         await self.pool.drain()
         await self.volumes.stop()
         await self.egress.stop()
@@ -292,24 +291,14 @@ class NodeAgent:
         return await self.checkpoints.drop_paused(sandbox_id) or killed
 
     async def kill(self, request: NodeKillRequest) -> KillReply:
-        """Answers as soon as the sandbox is fenced off (its egress rules gone, so nothing
-        of it reaches out; the scheduler drops its record and the proxies their routes); its
-        runsc container, namespace and files go behind the answer. A crash before they are
-        gone leaves a sandbox nothing records, which the next agent kills (`adopt`)."""
+        """Answers as soon as the sandbox is fenced off (`Launcher.retire`; the scheduler
+        drops its record and the proxies their routes); its runsc container, namespace and
+        files go behind the answer."""
         sandbox = self.running.get(request.sandbox_id)
         if sandbox is None:  # paused, a leftover, or unknown: nothing runs to fence off
             return KillReply(killed=await self._kill(request.sandbox_id))
-        await self.running.forget(sandbox.sandbox_id, keep_slot=True)
-        task = asyncio.create_task(self._tear_down(sandbox))
-        self._teardowns.add(task)
-        task.add_done_callback(self._teardowns.discard)
+        await self.launcher.retire(sandbox)
         return KillReply(killed=True)
-
-    async def _tear_down(self, sandbox: RunningSandbox) -> None:
-        try:
-            await self.launcher.discard(sandbox)
-        except Exception:
-            log.exception("tearing down sandbox %s failed", sandbox.sandbox_id)
 
     async def delete_volume(self, request: NodeVolumeRequest) -> KillReply:
         in_use = self.running.mounting(request.volume_id)

@@ -103,8 +103,8 @@ class Checkpoints:
                     raise Refusal(500, f"pause failed, {await self._carry_on(sandbox_id)}: {exc}") from None
             except Refusal as refusal:
                 return NodePauseReply(error=refusal.failure)
-            await self._running.forget(sandbox_id)
-            await self._runtime.kill(sandbox_id)  # the checkpoint stopped it: clear what is left
+            # The checkpoint stopped it; what is left goes behind the answer (a resume waits).
+            await self._launcher.retire(sandbox)
             return NodePauseReply(paused=True)
 
     async def resume(self, request: NodeResumeRequest) -> NodeCreateReply:

@@ -6,7 +6,9 @@ rules, no record of it as running."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from .running import RunningSandboxes
 from .runtime.base import RunningSandbox, Runtime
 from .slots import Slots
 from .templates.store import TemplateManifest, TemplateStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +64,15 @@ class Launcher:
         self._running = running
         self._http = http
         self._ready_timeout_s = ready_timeout_s
+        self._retiring: dict[str, asyncio.Task[None]] = {}  # sandbox id -> its teardown
 
     async def start(self, launch: Launch) -> RunningSandbox:
         """A slot, the sandbox started on it, its envd and the template's services
-        answering. `NoFreeSlot` when the node is full."""
+        answering. `NoFreeSlot` when the node is full. A sandbox of the same id still being
+        torn down (a resume right after its pause) is gone first."""
+        retiring = self._retiring.get(launch.sandbox_id)
+        if retiring is not None:
+            await asyncio.shield(retiring)
         async with contextlib.AsyncExitStack() as undo:
             slot = self._slots.take()
             undo.callback(self._slots.release, slot)
@@ -101,10 +110,30 @@ class Launcher:
             )
             undo.pop_all()
 
+    async def retire(self, sandbox: RunningSandbox) -> None:
+        """Fences the sandbox off now (its egress rules go: nothing new of it passes) and
+        tears it down behind the caller's answer. A crash before the teardown ends leaves a
+        sandbox no record claims, which the next agent kills."""
+        await self._running.forget(sandbox.sandbox_id, keep_slot=True)
+        task = asyncio.create_task(self._tear_down(sandbox))
+        self._retiring[sandbox.sandbox_id] = task
+        task.add_done_callback(lambda _: self._retiring.pop(sandbox.sandbox_id, None))
+
+    async def _tear_down(self, sandbox: RunningSandbox) -> None:
+        try:
+            await self.discard(sandbox)
+        except Exception:
+            log.exception("tearing down sandbox %s failed", sandbox.sandbox_id)
+
+    async def settle(self) -> None:
+        """Waits for the teardowns under way (on shutdown)."""
+        await asyncio.gather(*self._retiring.values(), return_exceptions=True)
+
     async def discard(self, sandbox: RunningSandbox) -> None:
         """Stops a sandbox this node started and frees its slot once its network is gone."""
         await self._running.forget(sandbox.sandbox_id, keep_slot=True)
         try:
             await self._runtime.kill(sandbox.sandbox_id)
+            await self._running.forget_flows(sandbox.address)
         finally:
             self._slots.release(sandbox.slot)

@@ -53,16 +53,20 @@ class RunningSandboxes:
         return sorted(s for s, volumes in self._volumes.items() if volume_id in volumes)
 
     async def forget(self, sandbox_id: str, *, keep_slot: bool = False) -> None:
-        """No longer ours (killed, paused): its egress rules go and its slot is free again
-        (`keep_slot`: the caller frees it once the sandbox's network is gone)."""
+        """No longer ours (killed, paused): its egress rules go and its slot is free again.
+        With `keep_slot` (a kill: the sandbox still runs for a moment) the caller frees the
+        slot and calls `forget_flows` once the sandbox is gone."""
         sandbox = self._by_id.pop(sandbox_id, None)
         self._since.pop(sandbox_id, None)
         self._tokens.pop(sandbox_id, None)
         self._volumes.pop(sandbox_id, None)
         if sandbox is not None:
-            await self._egress.detach(sandbox_id, sandbox.slot, sandbox.address)
+            await self._egress.detach(sandbox_id, sandbox.slot, sandbox.address, flows=not keep_slot)
             if not keep_slot:
                 self._slots.release(sandbox.slot)
+
+    async def forget_flows(self, address: str) -> None:
+        await self._egress.forget_flows(address)
 
     def started_at(self, sandbox_id: str) -> float | None:
         return self._since.get(sandbox_id)

@@ -124,13 +124,20 @@ class Egress:
         await _forget_flows(attachment.address, lambda destination: compiled.verdict(destination) == "deny")
         return True
 
-    async def detach(self, sandbox_id: str, slot: int, address: str) -> None:
+    async def detach(self, sandbox_id: str, slot: int, address: str, *, flows: bool = True) -> None:
+        """Removes the sandbox's rules: nothing new of it passes. Its established flows are
+        forgotten too, unless `flows` is False (a kill: they die with the sandbox, and the
+        teardown forgets them after it, `forget_flows`)."""
         attachment = self._by_id.pop(sandbox_id, None)
         self._by_address.pop(address, None)
         if attachment is not None:
             for connection in list(attachment.connections):
                 connection.close()
         await self.table.remove(slot)
+        if flows:
+            await _forget_flows(address)
+
+    async def forget_flows(self, address: str) -> None:
         await _forget_flows(address)
 
     def attached(self, sandbox_id: str) -> bool:
