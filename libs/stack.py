@@ -192,7 +192,7 @@ class LocalStack:
         _wait_port(cfg.redis_port, "redis-server", self._processes["redis"], self.log_dir / "redis.log")
 
     def start_service(self, name: str, env: dict[str, str] | None = None, label: str | None = None) -> None:
-        """Starts `services.<name>`; `label` names a second replica of the same service."""
+        """Starts `corral_services.<name>`; `label` names a second replica of the same service."""
         service_env = self.service_env()
         ports = {"api": self.config.api_port, "proxy": self.config.proxy_port}
         if name in ports:
@@ -205,7 +205,7 @@ class LocalStack:
                 "CORRAL_TLS_KEY": str(tls.key),
             }
         service_env.update(env or {})
-        self._spawn(label or name, [sys.executable, "-m", f"services.{name}"], service_env)
+        self._spawn(label or name, [sys.executable, "-m", f"corral_services.{name}"], service_env)
 
     def process(self, label: str) -> subprocess.Popen[bytes]:
         return self._processes[label]
