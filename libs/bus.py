@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import nats
+import redis.exceptions
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -26,9 +27,32 @@ Rep = TypeVar("Rep", bound=msgspec.Struct)
 
 _encoder = msgspec.json.Encoder()
 
+# What a handler can fail with while a service it needs restarts: a 503, not a 500.
+UNAVAILABLE = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
 
 class BusError(RuntimeError):
     """The request could not be delivered or answered in time."""
+
+
+class NoResponders(BusError):
+    """Nothing subscribes to the subject: the service is not running (an immediate answer)."""
+
+
+class _Disconnects:
+    """Tells waiting requests that the connection dropped: NATS delivers at most once, so a
+    request (or its reply) in flight when the server went away is lost, and waiting out the
+    whole timeout for it would only keep the caller from retrying."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        return self._event
+
+    async def disconnected(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
 
 
 class _ErrorReply(msgspec.Struct, kw_only=True):
@@ -45,15 +69,22 @@ def _failure(status: int, message: str, span: trace.Span) -> Failure:
 
 
 class Bus:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, disconnects: _Disconnects | None = None) -> None:
         self.client = client
+        self._disconnects = disconnects or _Disconnects()
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Bus:
+        disconnects = _Disconnects()
         client = await nats.connect(
-            url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+            url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            disconnected_cb=disconnects.disconnected,
         )
-        return cls(client)
+        return cls(client, disconnects)
 
     async def close(self) -> None:
         await self.client.drain()
@@ -62,16 +93,28 @@ class Bus:
         self, subject: str, message: msgspec.Struct, reply_type: type[Rep], timeout_s: float
     ) -> Rep:
         with tracer.start_as_current_span(f"request {subject}", kind=trace.SpanKind.CLIENT):
+            if not self.client.is_connected:
+                # NATS is restarting: a request would wait out its timeout in a buffer, and one
+                # sent before the services subscribe again is lost. The caller says 503 now.
+                raise BusError(f"the message bus is reconnecting ({subject})")
             headers: dict[str, str] = {}
             propagate.inject(headers)
+            dropped = asyncio.ensure_future(self._disconnects.current().wait())
+            asked = asyncio.ensure_future(
+                self.client.request(subject, _encoder.encode(message), timeout=timeout_s, headers=headers)
+            )
             try:
-                reply = await self.client.request(
-                    subject, _encoder.encode(message), timeout=timeout_s, headers=headers
-                )
+                await asyncio.wait({asked, dropped}, return_when=asyncio.FIRST_COMPLETED)
+                if not asked.done():
+                    raise BusError(f"the connection to the message bus dropped while waiting on {subject}")
+                reply = asked.result()
             except nats.errors.NoRespondersError:
-                raise BusError(f"no service answers on {subject}") from None
+                raise NoResponders(f"no service answers on {subject}") from None
             except nats.errors.TimeoutError:
                 raise BusError(f"no answer on {subject} within {timeout_s:.0f}s") from None
+            finally:
+                asked.cancel()
+                dropped.cancel()
             return msgspec.json.decode(reply.data, type=reply_type)
 
     async def publish(self, subject: str, message: msgspec.Struct) -> None:
@@ -106,6 +149,11 @@ class Bus:
                 else:
                     try:
                         reply = await handler(request)
+                    except UNAVAILABLE as exc:
+                        # Redis or another service restarting: the caller may retry shortly.
+                        log.warning("handler for %s: a dependency is unavailable: %s", msg.subject, exc)
+                        message = f"a part of Corral is restarting ({exc}); retry shortly"
+                        reply = _ErrorReply(error=_failure(503, message, span))
                     except Exception as exc:
                         # The caller gets an answer now, not a timeout later.
                         log.exception("handler for %s failed", msg.subject)

@@ -21,7 +21,7 @@ import httpx
 
 from corral_libs.apikeys import hash_key, new_api_key
 from corral_libs.contracts import keys
-from corral_libs.contracts.records import NodeRecord
+from corral_libs.contracts.records import NODE_READY, NodeRecord
 from corral_libs.state import Store
 from corral_libs.tls import TlsFiles, ensure_certificates
 
@@ -103,6 +103,7 @@ class LocalStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
         self.api_key: str | None = None
         self.node: NodeRecord | None = None  # the node agent's first heart-beat
 
@@ -158,6 +159,7 @@ class LocalStack:
         return env
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._commands[name] = (argv, env)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_file = (self.log_dir / f"{name}.log").open("ab")
         self._processes[name] = subprocess.Popen(
@@ -210,6 +212,26 @@ class LocalStack:
     def process(self, label: str) -> subprocess.Popen[bytes]:
         return self._processes[label]
 
+    # What the supervisor (libs/supervisor.py) drives.
+
+    def labels(self) -> list[str]:
+        return list(self._processes)
+
+    def pid(self, label: str) -> int:
+        return self._processes[label].pid
+
+    def exit_code(self, label: str) -> int | None:
+        return self._processes[label].poll()
+
+    def respawn(self, label: str) -> int:
+        """Starts an exited process again as it was started; its new pid."""
+        argv, env = self._commands[label]
+        self._spawn(label, argv, env)
+        return self._processes[label].pid
+
+    def log_path(self, label: str) -> Path:
+        return self.log_dir / f"{label}.log"
+
     def stop_service(self, name: str, sig: int = 15) -> None:
         process = self._processes.pop(name, None)
         if process is None or process.poll() is not None:
@@ -235,14 +257,15 @@ class LocalStack:
             self.node = asyncio.run(self.wait_node(self.config.node_id))
 
     async def wait_node(self, node_id: str, label: str = "nodeagent", timeout_s: float = 60) -> NodeRecord:
-        """Until the node heart-beats after this call (its first beat follows its start-up)."""
+        """Until the node heart-beats as ready after this call (it beats as starting while
+        it adopts what its predecessor ran)."""
         since = time.time()
         store = Store.connect(self.config.redis_url)
         try:
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 node = await store.node(node_id)
-                if node is not None and node.heartbeat_at >= since:
+                if node is not None and node.heartbeat_at >= since and node.status == NODE_READY:
                     return node
                 self._check_alive(label)
                 await asyncio.sleep(0.1)

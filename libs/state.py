@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import msgspec
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from corral_libs.contracts import keys
 from corral_libs.contracts.records import (
@@ -51,7 +53,19 @@ class Store:
 
     @classmethod
     def connect(cls, url: str) -> Store:
-        return cls(redis.Redis.from_url(url, decode_responses=False))
+        # A Redis restart (a second or two) is ridden over by retrying; a Redis that does not
+        # answer at all is an error within seconds, never a hang.
+        retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=8)
+        return cls(
+            redis.Redis.from_url(
+                url,
+                decode_responses=False,
+                socket_timeout=10,
+                socket_connect_timeout=2,
+                retry=retry,
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            )
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()

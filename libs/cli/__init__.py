@@ -5,13 +5,14 @@ from __future__ import annotations
 import typer
 
 from . import keys, sandboxes, templates
-from .up import up
+from .up import status, up
 
 app = typer.Typer(help="Corral: self-hosted, E2B-compatible sandboxes for AI agents.", no_args_is_help=True)
 app.add_typer(keys.app, name="keys")
 app.add_typer(sandboxes.app, name="sandbox")
 app.add_typer(templates.app, name="template")
 app.command()(up)
+app.command()(status)
 
 
 @app.command()

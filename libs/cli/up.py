@@ -6,11 +6,13 @@ import asyncio
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import typer
 
 from corral_libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_records
+from corral_libs.supervisor import CRASH_LOOPING, Supervisor, read_status
 from corral_services.nodeagent.egress.table import EgressTable
 from corral_services.nodeagent.runtime.base import Runtime
 from corral_services.nodeagent.runtime.gvisor import GVisorRuntime
@@ -21,7 +23,7 @@ from corral_services.nodeagent.templates.recipe import UnknownRecipe, load_recip
 from corral_services.nodeagent.templates.store import TemplateStore, is_current
 from corral_services.nodeagent.volumes.disks import VolumeDisks
 
-from .output import console
+from .output import console, emit
 from .templates import build_with_progress
 
 DEFAULT_TEMPLATE = "base"
@@ -71,6 +73,14 @@ def tls_banner(domain: str, port: int, ca: Path) -> str:
     return "\n".join(lines)
 
 
+def status_path(data_dir: Path) -> Path:
+    return data_dir / "supervisor.json"
+
+
+def _report(message: str, loud: bool) -> None:
+    console.print(f"[red]{message}[/red]" if loud else f"[yellow]{message}[/yellow]", highlight=False)
+
+
 def exports(env: dict[str, str]) -> str:
     return "\n".join(f"export {name}={value}" for name, value in env.items())
 
@@ -91,6 +101,9 @@ def up(
     ),
     tls_port: int = typer.Option(443, help="The proxy's HTTPS port (with --tls)."),
     env_file: Path | None = typer.Option(None, help="Also write the exports to this file (source it)."),
+    template_dir: Path | None = typer.Option(
+        None, help="Where templates are built and kept (default: <data dir>/templates)."
+    ),
     templates: str = typer.Option(
         DEFAULT_TEMPLATES,
         help="Templates to build first if missing or stale (comma-separated; `base` always).",
@@ -107,9 +120,10 @@ def up(
         redis_port=redis_port,
         domain=domain,
         tls_port=tls_port if tls else None,
+        template_dir=template_dir,
     )
     try:
-        store = TemplateStore(data_dir / "templates")
+        store = TemplateStore(template_dir or data_dir / "templates")
         for name in dict.fromkeys(
             [DEFAULT_TEMPLATE, *(t.strip() for t in templates.split(",") if t.strip())]
         ):
@@ -118,6 +132,7 @@ def up(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     stack = LocalStack(config)
+    supervisor = Supervisor(stack, status_path(data_dir), report=_report)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -125,7 +140,11 @@ def up(
         with console.status("starting nats, redis and the services"):
             stack.start_infrastructure()
             stack.start_services()
+            # A second scheduler: they share the work (a NATS queue group, one reaper at a
+            # time), so losing one costs nothing.
+            stack.start_service("scheduler", label="scheduler-2")
             asyncio.run(stack.dev_api_key())
+        supervisor.start()
         text = exports(stack.client_env())
         if env_file is not None:
             env_file.write_text(text + "\n")
@@ -134,12 +153,34 @@ def up(
         print(text, flush=True)
         if config.tls_files is not None:
             console.print(tls_banner(config.domain, tls_port, config.tls_files.ca))
-        console.print("\nCtrl-C stops everything.")
+        console.print("\nEvery process is restarted if it dies (`corral status`). Ctrl-C stops everything.")
         stop.wait()
     except StackError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     finally:
+        supervisor.stop()
         with console.status("stopping"):
             stack.stop(kill_sandboxes=lambda: kill_all_sandboxes(data_dir, config.redis_url))
         console.print("stopped")
+
+
+def status(
+    data_dir: Path = typer.Option(Path("/var/lib/corral"), help="The data directory `corral up` runs with."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+) -> None:
+    """The processes `corral up` runs and supervises: state, pid, restarts, last exit."""
+    current = read_status(status_path(data_dir))
+    if current is None:
+        console.print(f"[red]corral up is not running with data directory {data_dir}[/red]")
+        raise typer.Exit(1)
+    processes = current["processes"]
+    assert isinstance(processes, dict)
+    rows = [{"process": label, **state} for label, state in processes.items()]
+    for row in rows:
+        if not as_json and isinstance(row.get("last_exit_at"), float):
+            row["last_exit_at"] = time.strftime("%H:%M:%S", time.localtime(row["last_exit_at"]))
+    columns = ["process", "state", "pid", "restarts", "last_exit", "last_exit_at"]
+    emit(rows, columns, as_json=as_json, title="processes")
+    if any(row["state"] == CRASH_LOOPING for row in rows):
+        raise typer.Exit(2)

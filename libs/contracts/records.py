@@ -9,6 +9,7 @@ SANDBOX_PAUSED = "paused"
 
 SNAPSHOT_DEFAULT_TAG = "default"  # the tag of a snapshot named without one
 
+NODE_STARTING = "starting"  # heart-beating, still adopting what its predecessor ran
 NODE_READY = "ready"
 NODE_DOWN = "down"
 

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from corral_libs.bus import Bus
+from corral_libs.bus import UNAVAILABLE, Bus
 from corral_libs.state import Store
 
 from .auth import Authenticator
@@ -30,6 +30,10 @@ async def _on_api_error(request: Request, exc: Exception) -> Response:
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return error_response(exc.status_code, exc.detail)
+
+
+async def _on_unavailable(request: Request, exc: Exception) -> Response:
+    return error_response(503, f"a part of Corral is restarting ({exc}); retry shortly")
 
 
 async def health(request: Request) -> Response:
@@ -83,5 +87,9 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
     ]
     return Starlette(
         routes=routes,
-        exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_exception},
+        exception_handlers={
+            ApiError: _on_api_error,
+            HTTPException: _on_http_exception,
+            **dict.fromkeys(UNAVAILABLE, _on_unavailable),
+        },
     )

@@ -36,7 +36,13 @@ from corral_libs.contracts.messages import (
     SandboxGone,
     SandboxPaused,
 )
-from corral_libs.contracts.records import NodeRecord, TemplateRecord, VolumeMount
+from corral_libs.contracts.records import (
+    NODE_READY,
+    NODE_STARTING,
+    NodeRecord,
+    TemplateRecord,
+    VolumeMount,
+)
 from corral_libs.state import Store
 
 from .checkpoints import Checkpoints
@@ -44,7 +50,7 @@ from .egress.service import Egress
 from .launcher import Launch, Launcher, Owner
 from .pool import WarmPool
 from .running import RunningSandboxes
-from .runtime.base import Runtime
+from .runtime.base import RunningSandbox, Runtime
 from .sandbox_logs import parse_console
 from .sandbox_metrics import EVERY_S as METRICS_EVERY_S
 from .sandbox_metrics import MetricsSampler
@@ -61,6 +67,8 @@ ORPHAN_GRACE_S = 180.0
 RECONCILE_EVERY_S = 15.0
 # How long a restarted agent waits for checkpoints and restores its predecessor left running.
 LIFECYCLE_SETTLE_S = 120.0
+# Sandboxes a restarted agent looks at together (each costs a runsc call or two).
+ADOPT_AT_ONCE = 4
 # A replaced template build stays while a sandbox started from it may still run.
 OLD_BUILD_KEEP_S = 25 * 3600.0
 
@@ -90,6 +98,7 @@ class NodeAgent:
         self.pool = WarmPool(settings, self.templates, self.template_snapshots, self.launcher)
         self.metrics = MetricsSampler(self.running, self._http, self.checkpoints.busy)
         self._tasks: list[asyncio.Task[None]] = []
+        self._status = NODE_STARTING
 
     def subject(self, verb: str) -> str:
         return subjects.node_subject(self.settings.node_id, verb)
@@ -97,6 +106,11 @@ class NodeAgent:
     async def start(self) -> None:
         await self.egress.start()
         await self.volumes.start()
+        # Heart-beats first: adopting many sandboxes takes a while, and a node silent for
+        # the node timeout is declared dead (its sandboxes with it). Until the handlers are
+        # served, creates sent here find no responder and go elsewhere at once.
+        await self.heartbeat()
+        self._tasks = [asyncio.create_task(self._every(self.settings.heartbeat_s, self.heartbeat))]
         await self.adopt()
         checkpoints = self.checkpoints
         handlers: list[tuple[str, type[msgspec.Struct], Callable[[Any], Awaitable[msgspec.Struct]]]] = [
@@ -115,9 +129,9 @@ class NodeAgent:
         ]
         for verb, request_type, handler in handlers:
             await self.bus.serve(self.subject(verb), request_type, handler)
+        self._status = NODE_READY
         await self.heartbeat()
-        self._tasks = [
-            asyncio.create_task(self._every(self.settings.heartbeat_s, self.heartbeat)),
+        self._tasks += [
             asyncio.create_task(self._every(RECONCILE_EVERY_S, self.reconcile)),
             asyncio.create_task(self._every(METRICS_EVERY_S, self.metrics.sample_all)),
         ]
@@ -152,25 +166,30 @@ class NodeAgent:
         await self.runtime.settle(LIFECYCLE_SETTLE_S)
         recorded = set(await self.store.node_sandbox_ids(self.settings.node_id))
         stopped = set(await self.runtime.leftovers())
-        for sandbox in await self.runtime.list():
-            sandbox_id = sandbox.sandbox_id
-            record = await self.store.sandbox(sandbox_id) if sandbox_id in recorded else None
-            try:
-                keep = record is not None and await self.checkpoints.recover_running(sandbox)
-            except Exception as exc:
-                # Listed as running, but the checkpoint it was in stopped it a moment ago.
-                log.warning("sandbox %s does not answer (%s): treating it as stopped", sandbox_id, exc)
-                stopped.add(sandbox_id)
-                continue
-            if not keep or record is None:
-                log.info("killing sandbox %s: unrecorded, or a resume cut short", sandbox_id)
-                await self.runtime.kill(sandbox_id)
-                continue
-            self.slots.mark_used(sandbox.slot)
-            await self.running.track(
-                sandbox, record.egress, record.envd_access_token, _volume_ids(record.volume_mounts)
-            )
-            log.info("re-adopted sandbox %s", sandbox_id)
+        at_once = asyncio.Semaphore(ADOPT_AT_ONCE)
+
+        async def adopt_one(sandbox: RunningSandbox) -> None:
+            async with at_once:
+                sandbox_id = sandbox.sandbox_id
+                record = await self.store.sandbox(sandbox_id) if sandbox_id in recorded else None
+                try:
+                    keep = record is not None and await self.checkpoints.recover_running(sandbox)
+                except Exception as exc:
+                    # Listed as running, but the checkpoint it was in stopped it a moment ago.
+                    log.warning("sandbox %s does not answer (%s): treating it as stopped", sandbox_id, exc)
+                    stopped.add(sandbox_id)
+                    return
+                if not keep or record is None:
+                    log.info("killing sandbox %s: unrecorded, or a resume cut short", sandbox_id)
+                    await self.runtime.kill(sandbox_id)
+                    return
+                self.slots.mark_used(sandbox.slot)
+                await self.running.track(
+                    sandbox, record.egress, record.envd_access_token, _volume_ids(record.volume_mounts)
+                )
+                log.info("re-adopted sandbox %s", sandbox_id)
+
+        await asyncio.gather(*(adopt_one(sandbox) for sandbox in await self.runtime.list()))
         for sandbox_id in sorted(stopped):
             if sandbox_id in recorded and await self.checkpoints.recover_stopped(sandbox_id):
                 await self.bus.publish(subjects.SANDBOX_PAUSED, SandboxPaused(sandbox_id=sandbox_id))
@@ -235,6 +254,7 @@ class NodeAgent:
                 heartbeat_at=time.time(),
                 started_at=self._started_at,
                 volume_url=self.volumes.url if self.runtime.supports_volumes else "",
+                status=self._status,
             )
         )
 

@@ -19,6 +19,10 @@ from .worker import Scheduler
 log = logging.getLogger(__name__)
 
 LOCK_TTL_S = 2.0
+# A reservation without a record this long after it was first seen is a create whose
+# scheduler died midway (a create takes seconds, at most the node's create timeout).
+RESERVATION_GRACE_S = 300.0
+SWEEP_EVERY_S = 30.0
 
 
 class Reaper:
@@ -27,6 +31,8 @@ class Reaper:
         self.holder = uuid.uuid4().hex
         self.reaped = 0
         self._expiring: set[str] = set()  # a pause takes a while; the lease stays until it is done
+        self._unrecorded: dict[tuple[str, str], float] = {}  # (owner, sandbox id) -> first seen
+        self._swept_at = 0.0
 
     async def run(self) -> None:
         period = self.scheduler.settings.reap_every_s
@@ -35,6 +41,9 @@ class Reaper:
                 if await self.scheduler.store.try_lock(keys.REAPER_LOCK, self.holder, LOCK_TTL_S):
                     await self.reap_expired()
                     await self.mark_dead_nodes()
+                    if time.monotonic() - self._swept_at >= SWEEP_EVERY_S:
+                        await self.sweep_reservations()
+                        self._swept_at = time.monotonic()
             except Exception:
                 log.exception("reaper pass failed")
             await asyncio.sleep(period)
@@ -66,6 +75,29 @@ class Reaper:
                 return
             log.warning("auto-pause of %s failed (%s): killing it", record.sandbox_id, reply.error.message)
         await self.scheduler.remove(record, "timeout")
+
+    async def sweep_reservations(self, now: float | None = None) -> list[str]:
+        """Frees the concurrency slots of creates that never finished (their scheduler died
+        between reserving and recording): a slot whose sandbox has no record, still so after
+        the grace period. The sandbox ids freed."""
+        store = self.scheduler.store
+        now = time.monotonic() if now is None else now
+        seen: set[tuple[str, str]] = set()
+        freed = []
+        for key in await store.api_keys():
+            held = await store.owner_sandbox_ids(key.key_hash)
+            recorded = {r.sandbox_id for r in await store.sandboxes(held)}
+            for sandbox_id in set(held) - recorded:
+                entry = (key.key_hash, sandbox_id)
+                seen.add(entry)
+                first = self._unrecorded.setdefault(entry, now)
+                if now - first >= RESERVATION_GRACE_S:
+                    await store.release_owner_slot(key.key_hash, sandbox_id)
+                    log.warning("freed the reservation of %s: its create never finished", sandbox_id)
+                    freed.append(sandbox_id)
+                    seen.discard(entry)
+        self._unrecorded = {entry: at for entry, at in self._unrecorded.items() if entry in seen}
+        return freed
 
     async def mark_dead_nodes(self) -> None:
         store = self.scheduler.store

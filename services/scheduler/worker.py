@@ -3,13 +3,15 @@ forks: snapshots.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import msgspec
 
-from corral_libs.bus import Bus, BusError
+from corral_libs.bus import Bus, BusError, NoResponders
 from corral_libs.contracts import subjects
 from corral_libs.contracts.messages import (
     CreateVolumeRequest,
@@ -25,6 +27,8 @@ from corral_libs.contracts.messages import (
     NodeEgressReply,
     NodeEgressRequest,
     NodeKillRequest,
+    NodeListReply,
+    NodeListRequest,
     NodePauseReply,
     NodePauseRequest,
     NodeResumeRequest,
@@ -62,6 +66,8 @@ R = TypeVar("R", bound=msgspec.Struct)
 
 # Pauses and resumes move memory to or from disk: they take seconds, not milliseconds.
 NODE_LIFECYCLE_TIMEOUT_S = 120.0
+# While a node works on a request, it is asked this often whether its agent still runs.
+NODE_PROBE_EVERY_S = 1.0
 
 
 class Scheduler:
@@ -114,6 +120,9 @@ class Scheduler:
         return Source.of_snapshot(snapshot)
 
     async def place_from(self, request: PlaceRequest, source: Source) -> SandboxReply:
+        """Reserves a slot of the owner's budget, places the sandbox and records it; the
+        reservation goes whenever no record came of it, whatever failed (and the reaper
+        frees what a scheduler that died midway left)."""
         sandbox_id = new_sandbox_id()
         if not await self.store.reserve_owner_slot(request.owner, sandbox_id, request.owner_limit):
             return SandboxReply(
@@ -121,6 +130,15 @@ class Scheduler:
                     429, f"you have reached the maximum of {request.owner_limit} concurrent sandboxes"
                 )
             )
+        reply = SandboxReply()
+        try:
+            reply = await self._place_reserved(request, source, sandbox_id)
+            return reply
+        finally:
+            if reply.sandbox is None:
+                await self.store.release_owner_slot(request.owner, sandbox_id)
+
+    async def _place_reserved(self, request: PlaceRequest, source: Source, sandbox_id: str) -> SandboxReply:
         token = new_token() if request.secure else None
         snapshot = source.snapshot
         env_vars = {**snapshot.env_vars, **request.env_vars} if snapshot else request.env_vars
@@ -128,7 +146,6 @@ class Scheduler:
         try:
             mounts, volume_node = await self._volume_mounts(request, snapshot)
         except Refused as exc:
-            await self.store.release_owner_slot(request.owner, sandbox_id)
             return SandboxReply(error=exc.failure)
         tried: set[str] = set()
         last_error = "no node has the template and room for a sandbox"
@@ -142,7 +159,6 @@ class Scheduler:
                 nodes = [node for node in nodes if node.node_id == volume_node]
             node = placement.pick(nodes, self.settings.placement_k, template_id=source.template_id)
             if node is None:
-                await self.store.release_owner_slot(request.owner, sandbox_id)
                 return SandboxReply(error=failure(503, last_error))
             tried.add(node.node_id)
             create = NodeCreateRequest(
@@ -158,11 +174,14 @@ class Scheduler:
                 volume_mounts=mounts,
             )
             try:
-                reply = await self.bus.request(
-                    subjects.node_subject(node.node_id, subjects.NODE_CREATE),
-                    create,
-                    NodeCreateReply,
-                    timeout_s=self.settings.node_create_timeout_s,
+                reply = await self.while_node_lives(
+                    node.node_id,
+                    self.bus.request(
+                        subjects.node_subject(node.node_id, subjects.NODE_CREATE),
+                        create,
+                        NodeCreateReply,
+                        timeout_s=self.settings.node_create_timeout_s,
+                    ),
                 )
             except BusError as exc:
                 last_error = f"node {node.node_id}: {exc}"
@@ -205,7 +224,6 @@ class Scheduler:
             except Exception as exc:
                 log.exception("recording %s failed", record.sandbox_id)
                 await self._node_kill(node.node_id, record.sandbox_id)
-                await self.store.release_owner_slot(request.owner, sandbox_id)
                 return SandboxReply(error=failure(500, f"could not record the sandbox: {exc}"))
             return SandboxReply(sandbox=record)
 
@@ -228,6 +246,30 @@ class Scheduler:
         if len(nodes) > 1:
             raise Refused(400, "the volumes are on different nodes: a sandbox can mount volumes of one node")
         return mounts, next(iter(nodes), None)
+
+    async def while_node_lives(self, node_id: str, request: Awaitable[R]) -> R:
+        """`request` to a node, given up (BusError) as soon as the node's agent is gone: a
+        request it took before dying would otherwise wait out its whole timeout. Every
+        second the node is asked a cheap question; no responder means no agent."""
+        task = asyncio.ensure_future(request)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=NODE_PROBE_EVERY_S)
+                if done:
+                    return task.result()
+                try:
+                    await self.bus.request(
+                        subjects.node_subject(node_id, subjects.NODE_LIST),
+                        NodeListRequest(),
+                        NodeListReply,
+                        timeout_s=NODE_PROBE_EVERY_S * 5,
+                    )
+                except NoResponders:
+                    raise BusError(f"the agent of node {node_id} went away") from None
+                except BusError:
+                    pass  # busy or slow: only its absence counts
+        finally:
+            task.cancel()
 
     async def _node_kill(self, node_id: str, sandbox_id: str) -> bool:
         try:
@@ -252,7 +294,9 @@ class Scheduler:
         """A lifecycle request to a node; an unreachable node or its refusal is `Refused`."""
         subject = subjects.node_subject(node_id, verb)
         try:
-            reply = await self.bus.request(subject, message, reply_type, timeout_s=NODE_LIFECYCLE_TIMEOUT_S)
+            reply = await self.while_node_lives(
+                node_id, self.bus.request(subject, message, reply_type, timeout_s=NODE_LIFECYCLE_TIMEOUT_S)
+            )
         except BusError as exc:
             raise Refused(503, f"node {node_id}: {exc}") from None
         error: Failure | None = getattr(reply, "error", None)

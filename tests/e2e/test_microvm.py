@@ -107,6 +107,9 @@ def test_pause_and_resume_keep_files_and_processes(vm_stack, vm_conn):
         sbx.files.write("/home/user/before.txt", "written before the pause")
         sleeper = sbx.commands.run("sleep 3600", background=True)
         assert sbx.pause() is True
+        deadline = time.time() + 30  # the stopped VM's leftovers go behind the answer
+        while _run_dir(vm_stack, sbx.sandbox_id).exists() and time.time() < deadline:
+            time.sleep(0.2)
         assert not _run_dir(vm_stack, sbx.sandbox_id).exists()
         assert (vm_stack.config.data_dir / "paused" / sbx.sandbox_id / "checkpoint.img").is_file()
 

@@ -47,7 +47,7 @@ async def ask(bus: Bus, subject: str, message: msgspec.Struct, reply_type: type[
     try:
         reply = await bus.request(subject, message, reply_type, timeout_s=timeout_s)
     except BusError as exc:
-        raise ApiError(503, f"the scheduler is not answering: {exc}", {"Should-Retry": "false"}) from None
+        raise ApiError(503, f"the scheduler is not answering: {exc}") from None
     error = getattr(reply, "error", None)
     if error is not None:
         trace = f" (trace {error.trace_id})" if error.trace_id and error.status >= 500 else ""
