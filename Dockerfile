@@ -10,7 +10,7 @@ RUN echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/s
       qemu-system-x86 qemu-utils busybox-static e2fsprogs iptables lz4 zstd xz-utils \
  && apt-get install -y --no-install-recommends -t bookworm-backports runsc
 WORKDIR /opt/corral/src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY libs libs
 COPY services services
 COPY templates templates

@@ -20,9 +20,9 @@ from corral_libs.stack import LocalStack, StackConfig, free_port
 from corral_libs.state import Store
 from corral_services.nodeagent.pool import CLONE_MEMORY_MB
 from corral_services.nodeagent.templates.store import TemplateStore
+from tests.harness.corral_up import TEMPLATE_DIR
 from tests.harness.testnet import TestNet, running_testnet
 
-TEMPLATE_DIR = Path(os.environ.get("CORRAL_TEST_TEMPLATE_DIR", "/var/lib/corral/templates"))
 # Node agents on one host need disjoint network slots; tests stay clear of `corral up`'s.
 TEST_SLOT_BASE = "20000"
 POOL_PEAK_HORIZON_S = 30
