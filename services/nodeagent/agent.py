@@ -180,8 +180,10 @@ class NodeAgent:
                     stopped.add(sandbox_id)
                     return
                 if not keep or record is None:
+                    # Behind the start-up: its slot stays taken until it is gone.
                     log.info("killing sandbox %s: unrecorded, or a resume cut short", sandbox_id)
-                    await self.runtime.kill(sandbox_id)
+                    self.slots.mark_used(sandbox.slot)
+                    await self.launcher.retire(sandbox)
                     return
                 self.slots.mark_used(sandbox.slot)
                 await self.running.track(

@@ -81,8 +81,8 @@ def test_node_agent_killed_mid_resume(conn, stack):
         _wait_for(lambda: (data / "sandboxes" / sbx.sandbox_id).exists(), "the resume to start restoring")
         _restart_node_agent(stack)
 
-        # The half-restored sandbox is gone; the paused image is whole and still paused.
-        assert not (data / "sandboxes" / sbx.sandbox_id).exists()
+        # The half-restored sandbox goes; the paused image is whole and still paused.
+        _wait_for(lambda: not (data / "sandboxes" / sbx.sandbox_id).exists(), "the half-restored copy to go")
         assert (data / "paused" / sbx.sandbox_id).is_dir()
         assert Sandbox.get_info(sbx.sandbox_id, **conn).state == SandboxState.PAUSED
 

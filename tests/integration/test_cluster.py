@@ -171,9 +171,14 @@ def test_node_failure_then_restart_cleans_up(cluster, api_key):
         env = {**cluster.nodes["full"], "CORRAL_NODE_ID": "full"}  # type: ignore[attr-defined]
         cluster.start_service("nodeagent", env, label="node-full")
         asyncio.run(cluster.wait_node("full", label="node-full"))
-        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"corral-{sandbox_id}" not in netns
-        assert not (Path(cluster.nodes["full"]["CORRAL_DATA_DIR"]) / "sandboxes" / sandbox_id).exists()  # type: ignore[attr-defined]
+        _wait(  # killed behind the agent's start-up
+            lambda: (
+                f"corral-{sandbox_id}"
+                not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+            )
+        )
+        data_dir = Path(cluster.nodes["full"]["CORRAL_DATA_DIR"])  # type: ignore[attr-defined]
+        _wait(lambda: not (data_dir / "sandboxes" / sandbox_id).exists())
 
         assert _with_store(cluster, lambda store: store.redis.zscore(keys.LEASES, sandbox_id)) is None
         again = api.post("/v2/sandboxes", json={"templateID": "base"})
