@@ -5,7 +5,9 @@ the API through the scheduler to the node."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,6 +28,19 @@ Req = TypeVar("Req", bound=msgspec.Struct)
 Rep = TypeVar("Rep", bound=msgspec.Struct)
 
 _encoder = msgspec.json.Encoder()
+
+# Requests: the headers asking for and carrying a handler's acknowledgement, how often a
+# requester asks whether the handler still runs, and NATS's status for "nothing subscribes".
+WANTS_ACK = "Corral-Ack"
+ACCEPTED_BY = "Corral-Accepted-By"
+PROBE_EVERY_S = 1.0
+STATUS_HEADER = "Status"
+NO_RESPONDERS_STATUS = "503"
+
+
+def _alive_subject(bus_id: str) -> str:
+    return f"corral.alive.{bus_id}"
+
 
 # What a handler can fail with while a service it needs restarts: a 503, not a 500.
 UNAVAILABLE = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -72,6 +87,16 @@ class Bus:
     def __init__(self, client: Client, disconnects: _Disconnects | None = None) -> None:
         self.client = client
         self._disconnects = disconnects or _Disconnects()
+        self.id = uuid.uuid4().hex[:16]  # who acknowledges the requests this process takes
+        self._liveness: Subscription | None = None
+
+    async def _answer_liveness(self) -> None:
+        if self._liveness is None:
+
+            async def alive(msg: Msg) -> None:
+                await msg.respond(b"")
+
+            self._liveness = await self.client.subscribe(_alive_subject(self.id), cb=alive)
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Bus:
@@ -92,30 +117,63 @@ class Bus:
     async def request(
         self, subject: str, message: msgspec.Struct, reply_type: type[Rep], timeout_s: float
     ) -> Rep:
+        """The reply to `message`. A handler first acknowledges the request with its bus id;
+        while it works, it is asked every second whether it still runs. So a request never
+        waits out its timeout for an answer that cannot come: nothing subscribed
+        (`NoResponders`), the handler's process died, or this connection dropped (NATS
+        delivers at most once) are all a `BusError` at once, which callers answer with 503."""
         with tracer.start_as_current_span(f"request {subject}", kind=trace.SpanKind.CLIENT):
             if not self.client.is_connected:
-                # NATS is restarting: a request would wait out its timeout in a buffer, and one
-                # sent before the services subscribe again is lost. The caller says 503 now.
                 raise BusError(f"the message bus is reconnecting ({subject})")
-            headers: dict[str, str] = {}
+            headers: dict[str, str] = {WANTS_ACK: "1"}
             propagate.inject(headers)
+            inbox = self.client.new_inbox()
+            replies = await self.client.subscribe(inbox, max_msgs=2)
             dropped = asyncio.ensure_future(self._disconnects.current().wait())
-            asked = asyncio.ensure_future(
-                self.client.request(subject, _encoder.encode(message), timeout=timeout_s, headers=headers)
-            )
             try:
-                await asyncio.wait({asked, dropped}, return_when=asyncio.FIRST_COMPLETED)
-                if not asked.done():
-                    raise BusError(f"the connection to the message bus dropped while waiting on {subject}")
-                reply = asked.result()
-            except nats.errors.NoRespondersError:
-                raise NoResponders(f"no service answers on {subject}") from None
-            except nats.errors.TimeoutError:
-                raise BusError(f"no answer on {subject} within {timeout_s:.0f}s") from None
+                await self.client.publish(subject, _encoder.encode(message), reply=inbox, headers=headers)
+                reply = await self._await_reply(subject, replies, dropped, timeout_s)
             finally:
-                asked.cancel()
                 dropped.cancel()
+                with contextlib.suppress(Exception):
+                    await replies.unsubscribe()
             return msgspec.json.decode(reply.data, type=reply_type)
+
+    async def _await_reply(
+        self, subject: str, replies: Subscription, dropped: asyncio.Future[Any], timeout_s: float
+    ) -> Msg:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        handler = ""  # the bus id of whoever took the request, once it acknowledged
+        while (left := deadline - loop.time()) > 0:
+            waiting = asyncio.ensure_future(replies.next_msg(timeout=min(left, PROBE_EVERY_S)))
+            await asyncio.wait({waiting, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                waiting.cancel()
+                raise BusError(f"the connection to the message bus dropped while waiting on {subject}")
+            try:
+                msg = waiting.result()
+            except nats.errors.TimeoutError:
+                if handler and not await self._alive(handler):
+                    raise BusError(f"the service handling {subject} went away") from None
+                continue
+            status = (msg.headers or {}).get(STATUS_HEADER)
+            if status == NO_RESPONDERS_STATUS:
+                raise NoResponders(f"no service answers on {subject}")
+            if msg.headers and ACCEPTED_BY in msg.headers:
+                handler = msg.headers[ACCEPTED_BY]
+                continue
+            return msg
+        raise BusError(f"no answer on {subject} within {timeout_s:.0f}s")
+
+    async def _alive(self, bus_id: str) -> bool:
+        try:
+            await self.client.request(_alive_subject(bus_id), b"", timeout=PROBE_EVERY_S * 5)
+        except nats.errors.NoRespondersError:
+            return False
+        except nats.errors.TimeoutError:
+            return True  # slow is not gone
+        return True
 
     async def publish(self, subject: str, message: msgspec.Struct) -> None:
         headers: dict[str, str] = {}
@@ -133,7 +191,12 @@ class Bus:
         is handled in its own task (nats-py runs a subscription's callbacks one at a time)."""
         tasks: set[asyncio.Task[None]] = set()
 
+        await self._answer_liveness()
+
         async def handle(msg: Msg) -> None:
+            if msg.reply and (msg.headers or {}).get(WANTS_ACK):
+                # Taken: the requester now watches this process instead of a clock.
+                await self.client.publish(msg.reply, b"", headers={ACCEPTED_BY: self.id})
             context = propagate.extract(msg.headers or {})
             with tracer.start_as_current_span(
                 f"handle {subject}", context=context, kind=trace.SpanKind.SERVER

@@ -3,15 +3,13 @@ forks: snapshots.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from typing import TypeVar
 
 import msgspec
 
-from corral_libs.bus import Bus, BusError, NoResponders
+from corral_libs.bus import Bus, BusError
 from corral_libs.contracts import subjects
 from corral_libs.contracts.messages import (
     CreateVolumeRequest,
@@ -27,8 +25,6 @@ from corral_libs.contracts.messages import (
     NodeEgressReply,
     NodeEgressRequest,
     NodeKillRequest,
-    NodeListReply,
-    NodeListRequest,
     NodePauseReply,
     NodePauseRequest,
     NodeResumeRequest,
@@ -66,8 +62,6 @@ R = TypeVar("R", bound=msgspec.Struct)
 
 # Pauses and resumes move memory to or from disk: they take seconds, not milliseconds.
 NODE_LIFECYCLE_TIMEOUT_S = 120.0
-# While a node works on a request, it is asked this often whether its agent still runs.
-NODE_PROBE_EVERY_S = 1.0
 
 
 class Scheduler:
@@ -174,14 +168,11 @@ class Scheduler:
                 volume_mounts=mounts,
             )
             try:
-                reply = await self.while_node_lives(
-                    node.node_id,
-                    self.bus.request(
-                        subjects.node_subject(node.node_id, subjects.NODE_CREATE),
-                        create,
-                        NodeCreateReply,
-                        timeout_s=self.settings.node_create_timeout_s,
-                    ),
+                reply = await self.bus.request(
+                    subjects.node_subject(node.node_id, subjects.NODE_CREATE),
+                    create,
+                    NodeCreateReply,
+                    timeout_s=self.settings.node_create_timeout_s,
                 )
             except BusError as exc:
                 last_error = f"node {node.node_id}: {exc}"
@@ -247,30 +238,6 @@ class Scheduler:
             raise Refused(400, "the volumes are on different nodes: a sandbox can mount volumes of one node")
         return mounts, next(iter(nodes), None)
 
-    async def while_node_lives(self, node_id: str, request: Awaitable[R]) -> R:
-        """`request` to a node, given up (BusError) as soon as the node's agent is gone: a
-        request it took before dying would otherwise wait out its whole timeout. Every
-        second the node is asked a cheap question; no responder means no agent."""
-        task = asyncio.ensure_future(request)
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=NODE_PROBE_EVERY_S)
-                if done:
-                    return task.result()
-                try:
-                    await self.bus.request(
-                        subjects.node_subject(node_id, subjects.NODE_LIST),
-                        NodeListRequest(),
-                        NodeListReply,
-                        timeout_s=NODE_PROBE_EVERY_S * 5,
-                    )
-                except NoResponders:
-                    raise BusError(f"the agent of node {node_id} went away") from None
-                except BusError:
-                    pass  # busy or slow: only its absence counts
-        finally:
-            task.cancel()
-
     async def _node_kill(self, node_id: str, sandbox_id: str) -> bool:
         try:
             reply = await self.bus.request(
@@ -294,9 +261,7 @@ class Scheduler:
         """A lifecycle request to a node; an unreachable node or its refusal is `Refused`."""
         subject = subjects.node_subject(node_id, verb)
         try:
-            reply = await self.while_node_lives(
-                node_id, self.bus.request(subject, message, reply_type, timeout_s=NODE_LIFECYCLE_TIMEOUT_S)
-            )
+            reply = await self.bus.request(subject, message, reply_type, timeout_s=NODE_LIFECYCLE_TIMEOUT_S)
         except BusError as exc:
             raise Refused(503, f"node {node_id}: {exc}") from None
         error: Failure | None = getattr(reply, "error", None)
