@@ -34,6 +34,7 @@ _encoder = msgspec.json.Encoder()
 WANTS_ACK = "Corral-Ack"
 ACCEPTED_BY = "Corral-Accepted-By"
 PROBE_EVERY_S = 1.0
+ACK_TIMEOUT_S = 2.0
 STATUS_HEADER = "Status"
 NO_RESPONDERS_STATUS = "503"
 
@@ -144,8 +145,13 @@ class Bus:
     ) -> Msg:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        # A request NATS handed to a process in the instant it died is lost without a word:
+        # no acknowledgement by now means nobody has it.
+        ack_deadline = loop.time() + min(ACK_TIMEOUT_S, timeout_s)
         handler = ""  # the bus id of whoever took the request, once it acknowledged
         while (left := deadline - loop.time()) > 0:
+            if not handler and loop.time() >= ack_deadline:
+                raise BusError(f"nobody took the request on {subject} (its service may have just died)")
             waiting = asyncio.ensure_future(replies.next_msg(timeout=min(left, PROBE_EVERY_S)))
             await asyncio.wait({waiting, dropped}, return_when=asyncio.FIRST_COMPLETED)
             if not waiting.done():
