@@ -111,10 +111,12 @@ class Launcher:
             undo.pop_all()
 
     async def retire(self, sandbox: RunningSandbox) -> None:
-        """Fences the sandbox off now (its egress rules go: nothing new of it passes) and
-        tears it down behind the caller's answer. A crash before the teardown ends leaves a
-        sandbox no record claims, which the next agent kills."""
+        """Fences the sandbox off now (its egress rules go and its processes die: nothing
+        passes either way, whatever a proxy still has cached) and tears it down behind the
+        caller's answer. A crash before the teardown ends leaves a sandbox no record claims,
+        which the next agent kills."""
         await self._running.forget(sandbox.sandbox_id, keep_slot=True)
+        await self._runtime.stop(sandbox.sandbox_id)
         task = asyncio.create_task(self._tear_down(sandbox))
         self._retiring[sandbox.sandbox_id] = task
         task.add_done_callback(lambda _: self._retiring.pop(sandbox.sandbox_id, None))

@@ -106,6 +106,10 @@ class Runtime(Protocol):
         """Makes envd listen again after it let go of its sockets for a snapshot."""
         ...
 
+    async def stop(self, sandbox_id: str) -> None:
+        """Its processes die now (nothing answers from it any more); `kill` removes the rest."""
+        ...
+
     async def kill(self, sandbox_id: str) -> bool:
         """Stops it and removes everything it had; False if it did not exist."""
         ...

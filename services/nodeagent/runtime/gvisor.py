@@ -280,6 +280,9 @@ class GVisorRuntime:
         """tini passes SIGUSR1 on to envd, which listens again (libs/snapshot_listener.py)."""
         await run(*self._runsc("kill", sandbox_id, "USR1"))
 
+    async def stop(self, sandbox_id: str) -> None:
+        await run(*self._runsc("kill", sandbox_id, "KILL"), check=False)
+
     async def kill(self, sandbox_id: str) -> bool:
         bundle = self._dir(sandbox_id)
         state = await asyncio.to_thread(_read_state, bundle)

@@ -16,10 +16,12 @@ Images this runtime writes (`checkpoint.img` is always written last, by rename):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -312,6 +314,12 @@ class MicroVMRuntime:
                 await asyncio.sleep(0.2)
 
     # Stopping and looking
+
+    async def stop(self, sandbox_id: str) -> None:
+        pid = await asyncio.to_thread(process.qemu_pid, self._dir(sandbox_id))
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     async def kill(self, sandbox_id: str) -> bool:
         run_dir = self._dir(sandbox_id)
