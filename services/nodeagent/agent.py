@@ -41,7 +41,6 @@ from corral_libs.contracts.records import (
     NODE_STARTING,
     NodeRecord,
     TemplateRecord,
-    VolumeMount,
 )
 from corral_libs.state import Store
 
@@ -58,7 +57,7 @@ from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .template_snapshots import TemplateSnapshots
 from .templates.store import TemplateStore
-from .volumes.service import Volumes, VolumeUnavailable
+from .volumes.service import Volumes, VolumeUnavailable, volume_ids
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +186,7 @@ class NodeAgent:
                     return
                 self.slots.mark_used(sandbox.slot)
                 await self.running.track(
-                    sandbox, record.egress, record.envd_access_token, _volume_ids(record.volume_mounts)
+                    sandbox, record.egress, record.envd_access_token, volume_ids(record.volume_mounts)
                 )
                 log.info("re-adopted sandbox %s", sandbox_id)
 
@@ -279,7 +278,7 @@ class NodeAgent:
             egress=request.egress,
             access_token=request.envd_access_token,
             env_vars=request.env_vars,
-            volume_ids=_volume_ids(request.volume_mounts),
+            volume_ids=volume_ids(request.volume_mounts),
         )
         try:
             if request.volume_mounts:
@@ -347,10 +346,6 @@ class NodeAgent:
         return NodeLogsReply(
             entries=parse_console(await self.runtime.logs(request.sandbox_id, request.limit))
         )
-
-
-def _volume_ids(mounts: list[VolumeMount]) -> tuple[str, ...]:
-    return tuple(m.volume_id for m in mounts)
 
 
 def _cpu_count() -> int:

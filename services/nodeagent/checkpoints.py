@@ -38,7 +38,7 @@ from .runtime.base import RestartFailed, RunningSandbox, Runtime
 from .settings import NodeSettings
 from .slots import NoFreeSlot
 from .templates.store import TemplateManifest, TemplateStore
-from .volumes.service import Volumes, VolumeUnavailable
+from .volumes.service import Volumes, VolumeUnavailable, volume_ids
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class Checkpoints:
             egress=request.egress,
             access_token=request.envd_access_token,
             env_vars=request.env_vars,
-            volume_ids=tuple(m.volume_id for m in request.volume_mounts),
+            volume_ids=volume_ids(request.volume_mounts),
             current_token=None if files_only else current_token,  # a booted envd holds none
         )
         try:

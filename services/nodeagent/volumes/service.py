@@ -66,5 +66,10 @@ class Volumes:
             raise VolumeUnavailable(str(exc)) from None
 
 
+def volume_ids(mounts: list[VolumeMount]) -> tuple[str, ...]:
+    """The volumes a sandbox mounts, as the node tracks them."""
+    return tuple(m.volume_id for m in mounts)
+
+
 class VolumeUnavailable(RuntimeError):
     """A sandbox asked for a volume this node does not hold."""
