@@ -278,13 +278,15 @@ class Scheduler:
         return KillReply(killed=True)
 
     async def remove(self, record: SandboxRecord, reason: str) -> None:
-        """Kills on the node (best effort: a dead node's sandboxes die with it), forgets the
-        record and tells the proxies."""
-        await self._node_kill(record.node_id, record.sandbox_id)
+        """Forgets the record and tells the proxies, then kills on the node (best effort: a
+        dead node's sandboxes die with it, and a node agent kills what no record claims). In
+        that order: once the sandbox stops answering, whoever asks about it must hear that it
+        is gone, not that it runs."""
         await self.store.delete_sandbox(record)
         await self.bus.publish(
             subjects.SANDBOX_GONE, SandboxGone(sandbox_id=record.sandbox_id, reason=reason)
         )
+        await self._node_kill(record.node_id, record.sandbox_id)
 
     async def forget(self, event: SandboxGone) -> None:
         """A node reports a sandbox it no longer runs: drop its record (a paused sandbox
