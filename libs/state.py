@@ -14,11 +14,13 @@ from corral_libs.contracts import keys
 from corral_libs.contracts.records import (
     SNAPSHOT_DEFAULT_TAG,
     ApiKeyRecord,
+    BuildLogEntry,
     EgressDenial,
     IdempotencyRecord,
     NodeRecord,
     SandboxRecord,
     SnapshotRecord,
+    TemplateBuildRecord,
     TemplateRecord,
     VolumeRecord,
 )
@@ -26,6 +28,10 @@ from corral_libs.contracts.records import (
 R = TypeVar("R", bound=msgspec.Struct)
 
 _encoder = msgspec.json.Encoder()
+
+# A build's log lines kept, and how long a finished build's record and log stay.
+BUILD_LOG_KEPT = 20000
+BUILD_TTL_S = 7 * 24 * 3600
 
 # Denials kept per sandbox (newest first), and for how long after the last one.
 DENIALS_KEPT = 1000
@@ -290,6 +296,72 @@ class Store:
         return sorted(
             await self._get_many([keys.template(i) for i in ids], TemplateRecord), key=lambda t: t.template_id
         )
+
+    async def claim_template_name(self, name: str, template_id: str) -> str:
+        """The template id `name` stands for: `template_id` if the name was free (it is
+        now taken), else the id it already names."""
+        key = keys.template_alias(name)
+        if await self.redis.set(key, template_id, nx=True):
+            return template_id
+        existing = await self.redis.get(key)
+        return template_id if existing is None else existing.decode()
+
+    async def template_id_for(self, name: str) -> str | None:
+        """The template id a name or id stands for, whether or not a build finished yet."""
+        if await self.redis.exists(keys.template(name)) or await self.redis.exists(
+            keys.template_builds(name)
+        ):
+            return name
+        target = await self.redis.get(keys.template_alias(name))
+        return None if target is None else target.decode()
+
+    async def delete_template(self, template_id: str, names: list[str]) -> None:
+        record = await self.template(template_id)
+        build_ids = [
+            raw.decode() for raw in await self.redis.zrange(keys.template_builds(template_id), 0, -1)
+        ]
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.delete(keys.template(template_id), keys.template_builds(template_id))
+            tx.srem(keys.TEMPLATES, template_id)
+            for alias in {*names, *(record.aliases if record else [])}:
+                tx.delete(keys.template_alias(alias))
+            for build_id in build_ids:
+                tx.delete(keys.template_build(build_id), keys.template_build_logs(build_id))
+            await tx.execute()
+
+    # Template builds
+
+    async def save_build(self, record: TemplateBuildRecord) -> None:
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(keys.template_build(record.build_id), _encoder.encode(record))
+            tx.zadd(keys.template_builds(record.template_id), {record.build_id: record.created_at})
+            if record.finished_at is not None:
+                tx.expire(keys.template_build(record.build_id), BUILD_TTL_S)
+                tx.expire(keys.template_build_logs(record.build_id), BUILD_TTL_S)
+            await tx.execute()
+
+    async def build(self, build_id: str) -> TemplateBuildRecord | None:
+        return await self._get(keys.template_build(build_id), TemplateBuildRecord)
+
+    async def template_builds(self, template_id: str) -> list[TemplateBuildRecord]:
+        """A template's builds, oldest first (those whose records have not expired)."""
+        ids = [raw.decode() for raw in await self.redis.zrange(keys.template_builds(template_id), 0, -1)]
+        found = await self._get_many([keys.template_build(i) for i in ids], TemplateBuildRecord)
+        return sorted(found, key=lambda b: b.created_at)
+
+    async def add_build_logs(self, build_id: str, entries: list[BuildLogEntry]) -> None:
+        if not entries:
+            return
+        key = keys.template_build_logs(build_id)
+        async with self.redis.pipeline(transaction=False) as tx:
+            tx.rpush(key, *(_encoder.encode(e) for e in entries))
+            tx.ltrim(key, -BUILD_LOG_KEPT, -1)
+            tx.expire(key, BUILD_TTL_S)
+            await tx.execute()
+
+    async def build_logs(self, build_id: str, offset: int, limit: int) -> list[BuildLogEntry]:
+        raw = await self.redis.lrange(keys.template_build_logs(build_id), offset, offset + limit - 1)
+        return [msgspec.json.decode(item, type=BuildLogEntry) for item in raw]
 
     # API keys
 

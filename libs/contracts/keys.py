@@ -50,6 +50,21 @@ def template_alias(alias: str) -> str:
     return f"{PREFIX}:tpl-alias:{alias}"
 
 
+def template_builds(template_id: str) -> str:
+    """ZSET build id -> created_at of a template's API builds."""
+    return f"{PREFIX}:tpl:{template_id}:builds"
+
+
+def template_build(build_id: str) -> str:
+    """STRING: a TemplateBuildRecord, with expiry once finished."""
+    return f"{PREFIX}:build:{build_id}"
+
+
+def template_build_logs(build_id: str) -> str:
+    """LIST of a build's BuildLogEntry records, oldest first (capped, expiring)."""
+    return f"{PREFIX}:build:{build_id}:logs"
+
+
 def api_key(key_hash: str) -> str:
     return f"{PREFIX}:key:{key_hash}"
 

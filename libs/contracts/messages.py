@@ -252,3 +252,56 @@ class DeleteVolumeRequest(msgspec.Struct, kw_only=True):
 
 class NodeVolumeRequest(msgspec.Struct, kw_only=True):
     volume_id: str
+
+
+# Template builds
+
+
+class BuildStep(msgspec.Struct, kw_only=True, frozen=True):
+    """One instruction of E2B's template builder (TemplateBuildStartV2 `steps`)."""
+
+    type: str  # COPY, ENV, RUN, WORKDIR, USER
+    args: list[str] = []
+    files_hash: str | None = None  # COPY: the uploaded file set
+    force: bool = False  # run it (and everything after it) even if cached
+
+
+class BuildSpec(msgspec.Struct, kw_only=True, frozen=True):
+    """What to build: a base (a Corral template) and the steps on top of it."""
+
+    from_template: str  # the base template's id (resolved by the API)
+    steps: list[BuildStep] = []
+    force: bool = False
+    start_cmd: str | None = None
+    ready_cmd: str | None = None
+
+
+class PlaceBuildRequest(msgspec.Struct, kw_only=True):
+    template_id: str
+    build_id: str
+
+
+class StartBuildRequest(msgspec.Struct, kw_only=True):
+    template_id: str
+    build_id: str
+    spec: BuildSpec
+
+
+class BuildReply(msgspec.Struct, kw_only=True):
+    node_id: str = ""
+    error: Failure | None = None
+
+
+class NodeBuildRequest(msgspec.Struct, kw_only=True):
+    template_id: str
+    build_id: str
+    spec: BuildSpec
+
+
+class DeleteTemplateRequest(msgspec.Struct, kw_only=True):
+    template_id: str
+    owner: str
+
+
+class NodeDeleteTemplateRequest(msgspec.Struct, kw_only=True):
+    template_id: str

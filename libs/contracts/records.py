@@ -128,7 +128,10 @@ class NodeRecord(msgspec.Struct, kw_only=True):
     heartbeat_at: float
     started_at: float
     status: str = NODE_READY
-    volume_url: str = ""  # its volume content server; empty: it holds no volumes
+    # Its content server (volume files, template build files and template archives).
+    content_url: str = ""
+    holds_volumes: bool = False
+    builds_templates: bool = False  # template builds run in sandboxes of its runtime
 
     @property
     def free_slots(self) -> int:
@@ -145,6 +148,45 @@ class TemplateRecord(msgspec.Struct, kw_only=True):
     disk_mb: int
     created_at: float
     public: bool = True
+    owner: str = ""  # the API key hash that built it through the API; empty: Corral's own
+    names: list[str] = []  # the names it was built under (E2B's `name`, without tag)
+    runtimes: list[str] = []  # the runtimes that can run it (empty: any)
+
+
+BUILD_WAITING = "waiting"
+BUILD_BUILDING = "building"
+BUILD_READY = "ready"
+BUILD_ERROR = "error"
+BUILD_FINISHED = (BUILD_READY, BUILD_ERROR)
+
+
+class BuildLogEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """One line of a template build's log (E2B's BuildLogEntry)."""
+
+    timestamp: float
+    level: str  # debug, info, warn, error
+    message: str
+    step: str | None = None  # "base", the 1-based step number, or "finalize"
+
+
+class TemplateBuildRecord(msgspec.Struct, kw_only=True):
+    """One build of a template through the API, from `POST /v3/templates` to ready or error."""
+
+    template_id: str
+    build_id: str
+    owner: str
+    name: str  # the template name (E2B `name` without the tag)
+    tags: list[str]
+    cpu_count: int
+    memory_mb: int
+    created_at: float
+    node_id: str = ""  # the node that builds it (chosen when the build is requested)
+    upload_token: str = ""  # what the build's file uploads carry (the SDK sends no API key)
+    status: str = BUILD_WAITING
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    reason: str | None = None  # why it failed
+    reason_step: str | None = None
 
 
 class ApiKeyRecord(msgspec.Struct, kw_only=True):

@@ -15,6 +15,9 @@ FORK = "corral.scheduler.fork"  # ForkRequest -> ForkReply
 NETWORK = "corral.scheduler.network"  # NetworkUpdateRequest -> SandboxReply
 CREATE_VOLUME = "corral.scheduler.volume-create"  # CreateVolumeRequest -> VolumeReply
 DELETE_VOLUME = "corral.scheduler.volume-delete"  # DeleteVolumeRequest -> KillReply
+PLACE_BUILD = "corral.scheduler.build-place"  # PlaceBuildRequest -> BuildReply
+START_BUILD = "corral.scheduler.build-start"  # StartBuildRequest -> BuildReply
+DELETE_TEMPLATE = "corral.scheduler.template-delete"  # DeleteTemplateRequest -> KillReply
 
 # Published (no reply): a sandbox stopped being reachable; proxies drop their routes.
 SANDBOX_GONE = "corral.events.sandbox.gone"  # SandboxGone
@@ -39,3 +42,5 @@ NODE_EGRESS = "egress"  # NodeEgressRequest -> NodeEgressReply
 NODE_METRICS = "metrics"  # NodeMetricsRequest -> NodeMetricsReply
 NODE_CREATE_VOLUME = "volume-create"  # NodeVolumeRequest -> KillReply (killed: created)
 NODE_DELETE_VOLUME = "volume-delete"  # NodeVolumeRequest -> KillReply
+NODE_BUILD = "build"  # NodeBuildRequest -> BuildReply (accepted; it runs on)
+NODE_DELETE_TEMPLATE = "template-delete"  # NodeDeleteTemplateRequest -> KillReply

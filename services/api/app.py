@@ -18,6 +18,7 @@ from .routes.metrics import MetricRoutes
 from .routes.network import NetworkRoutes
 from .routes.sandboxes import SandboxRoutes
 from .routes.snapshots import SnapshotRoutes
+from .routes.template_builds import TemplateBuildRoutes
 from .routes.templates import TemplateRoutes
 from .routes.volumes import VolumeRoutes
 
@@ -43,8 +44,9 @@ async def health(request: Request) -> Response:
 def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -> Starlette:
     auth = Authenticator(store)
     sandboxes = SandboxRoutes(bus, store, auth, domain, place_timeout_s)
-    templates = TemplateRoutes(store, auth)
-    snapshots = SnapshotRoutes(bus, store, auth, domain)
+    templates = TemplateRoutes(bus, store, auth)
+    builds = TemplateBuildRoutes(bus, store, auth)
+    snapshots = SnapshotRoutes(bus, store, auth, domain, templates)
     network = NetworkRoutes(bus, store, auth)
     logs = LogRoutes(bus, store, auth)
     metrics = MetricRoutes(bus, store, auth)
@@ -72,9 +74,22 @@ def create_app(bus: Bus, store: Store, *, domain: str, place_timeout_s: float) -
         Route("/sandboxes/{sandbox_id}/snapshots", snapshots.create, methods=["POST"]),
         Route("/sandboxes/{sandbox_id}/fork", snapshots.fork, methods=["POST"]),
         Route("/snapshots", snapshots.list, methods=["GET"]),
-        Route("/templates/{template_id:path}", snapshots.delete, methods=["DELETE"]),
         Route("/templates", templates.list, methods=["GET"]),
+        Route("/v2/templates", templates.list, methods=["GET"]),
         Route("/templates/aliases/{alias}", templates.by_alias, methods=["GET"]),
+        Route("/v3/templates", builds.request_build, methods=["POST"]),
+        Route("/templates/{template_id}/files/{hash}", builds.files, methods=["GET"]),
+        Route(
+            "/templatefiles/{template_id}/{hash}",
+            builds.upload,
+            methods=["PUT"],
+            name="template_files_upload",
+        ),
+        Route("/v2/templates/{template_id}/builds/{build_id}", builds.start, methods=["POST"]),
+        Route("/templates/{template_id}/builds/{build_id}/status", builds.status, methods=["GET"]),
+        Route("/templates/{template_id}/builds/{build_id}/logs", builds.logs, methods=["GET"]),
+        Route("/templates/{template_id:path}", templates.get, methods=["GET"]),
+        Route("/templates/{template_id:path}", snapshots.delete, methods=["DELETE"]),
         Route("/volumes", volumes.list, methods=["GET"]),
         Route("/volumes", volumes.create, methods=["POST"]),
         Route("/volumes/{volume_id}", volumes.get, methods=["GET"]),

@@ -18,9 +18,11 @@ from corral_libs.contracts import subjects
 from corral_libs.contracts.messages import (
     Failure,
     KillReply,
+    NodeBuildRequest,
     NodeCreateReply,
     NodeCreateRequest,
     NodeDeleteSnapshotRequest,
+    NodeDeleteTemplateRequest,
     NodeEgressReply,
     NodeEgressRequest,
     NodeKillRequest,
@@ -40,11 +42,12 @@ from corral_libs.contracts.records import (
     NODE_READY,
     NODE_STARTING,
     NodeRecord,
-    TemplateRecord,
 )
 from corral_libs.state import Store
 
+from .builds.builder import TemplateBuilds, template_record
 from .checkpoints import Checkpoints
+from .content_server import ContentServer
 from .egress.service import Egress
 from .launcher import Launch, Launcher, Owner
 from .pool import WarmPool
@@ -95,6 +98,10 @@ class NodeAgent:
             runtime, self.templates, self.slots, self._http, settings.envd_ready_timeout_s
         )
         self.pool = WarmPool(settings, self.templates, self.template_snapshots, self.launcher)
+        self.builds = TemplateBuilds(
+            settings, runtime, self.templates, self.template_snapshots, self.slots, self.egress, store
+        )
+        self.content = ContentServer(settings)
         self.metrics = MetricsSampler(self.running, self._http, self.checkpoints.busy)
         self._tasks: list[asyncio.Task[None]] = []
         self._status = NODE_STARTING
@@ -105,12 +112,14 @@ class NodeAgent:
     async def start(self) -> None:
         await self.egress.start()
         await self.volumes.start()
+        await self.content.start([*self.volumes.routes(), *self.builds.files.routes()])
         # Heart-beats first: adopting many sandboxes takes a while, and a node silent for
         # the node timeout is declared dead (its sandboxes with it). Until the handlers are
         # served, creates sent here find no responder and go elsewhere at once.
         await self.heartbeat()
         self._tasks = [asyncio.create_task(self._every(self.settings.heartbeat_s, self.heartbeat))]
         await self.adopt()
+        await self.builds.recover()
         checkpoints = self.checkpoints
         handlers: list[tuple[str, type[msgspec.Struct], Callable[[Any], Awaitable[msgspec.Struct]]]] = [
             (subjects.NODE_CREATE, NodeCreateRequest, self.create),
@@ -125,6 +134,8 @@ class NodeAgent:
             (subjects.NODE_METRICS, NodeMetricsRequest, self.metrics.query),
             (subjects.NODE_CREATE_VOLUME, NodeVolumeRequest, self.volumes.create),
             (subjects.NODE_DELETE_VOLUME, NodeVolumeRequest, self.delete_volume),
+            (subjects.NODE_BUILD, NodeBuildRequest, self.builds.start),
+            (subjects.NODE_DELETE_TEMPLATE, NodeDeleteTemplateRequest, self.delete_template),
         ]
         for verb, request_type, handler in handlers:
             await self.bus.serve(self.subject(verb), request_type, handler)
@@ -144,7 +155,8 @@ class NodeAgent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.launcher.settle()
         await self.pool.drain()
-        await self.volumes.stop()
+        await self.builds.stop()
+        await self.content.stop()
         await self.egress.stop()
         await self._http.aclose()
 
@@ -227,18 +239,7 @@ class NodeAgent:
     async def heartbeat(self) -> None:
         manifests = await asyncio.to_thread(self.templates.list)
         for manifest in manifests:
-            await self.store.save_template(
-                TemplateRecord(
-                    template_id=manifest.template_id,
-                    aliases=manifest.aliases,
-                    build_id=manifest.build_id,
-                    envd_version=manifest.envd_version,
-                    cpu_count=manifest.cpu_count,
-                    memory_mb=manifest.memory_mb,
-                    disk_mb=manifest.disk_mb,
-                    created_at=manifest.built_at,
-                )
-            )
+            await self.store.save_template(template_record(manifest))
         await self.store.save_node(
             NodeRecord(
                 node_id=self.settings.node_id,
@@ -254,7 +255,9 @@ class NodeAgent:
                 max_sandboxes=self.settings.max_sandboxes,
                 heartbeat_at=time.time(),
                 started_at=self._started_at,
-                volume_url=self.volumes.url if self.runtime.supports_volumes else "",
+                content_url=self.content.url,
+                holds_volumes=self.runtime.supports_volumes,
+                builds_templates=self.builds.available,
                 status=self._status,
             )
         )
@@ -327,6 +330,13 @@ class NodeAgent:
             message = f"volume '{request.volume_id}' is mounted by sandbox {in_use[0]}"
             return KillReply(error=Failure(status=409, message=message))
         return await self.volumes.delete(request)
+
+    async def delete_template(self, request: NodeDeleteTemplateRequest) -> KillReply:
+        """The template goes from this node's store (its sandboxes run on: the build is put
+        aside until none needs it) with its uploaded build files."""
+        retired = await asyncio.to_thread(self.templates.retire, request.template_id)
+        await asyncio.to_thread(self.builds.remove_template, request.template_id)
+        return KillReply(killed=retired)
 
     async def update_egress(self, request: NodeEgressRequest) -> NodeEgressReply:
         if self.running.get(request.sandbox_id) is None:

@@ -42,6 +42,7 @@ async def init(
     env_vars: dict[str, str],
     access_token: str | None,
     default_user: str,
+    default_workdir: str | None = None,
     current_token: str | None = None,
 ) -> None:
     """`current_token`: what a sandbox restored from another's snapshot still holds; it
@@ -51,6 +52,8 @@ async def init(
         "defaultUser": default_user,
         "timestamp": datetime.now(UTC).isoformat(),
     }
+    if default_workdir:
+        body["defaultWorkdir"] = default_workdir
     headers = {}
     if access_token:
         body["accessToken"] = access_token

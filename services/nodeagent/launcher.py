@@ -17,6 +17,7 @@ import httpx
 from corral_libs.contracts.records import EgressPolicy
 
 from . import envd_client
+from .app_ready import wait_app_ready
 from .running import RunningSandboxes
 from .runtime.base import RunningSandbox, Runtime
 from .slots import Slots
@@ -90,6 +91,10 @@ class Launcher:
             await envd_client.wait_ready(
                 self._http, sandbox.address, self._ready_timeout_s, launch.manifest.services
             )
+            if launch.image is None:  # images were taken with the template's app ready
+                await wait_app_ready(
+                    self._runtime, sandbox.sandbox_id, launch.manifest, self._ready_timeout_s
+                )
             undo.pop_all()
         return sandbox
 
@@ -103,9 +108,10 @@ class Launcher:
             await envd_client.init(
                 self._http,
                 sandbox.address,
-                env_vars=owner.env_vars,
+                env_vars={**manifest.env_vars, **owner.env_vars},
                 access_token=owner.access_token,
                 default_user=manifest.user,
+                default_workdir=manifest.workdir,
                 current_token=owner.current_token,
             )
             undo.pop_all()

@@ -55,12 +55,22 @@ class NodeSettings(msgspec.Struct):
     dns_hosts: str = ""
     dns_port: int = 0
     egress_proxy_port: int = 0
-    # Volumes: the size (a hard quota) of each new one, and where their content server
-    # listens (port 0: any free) and is reached by the API (empty: the listening host).
+    # Volumes: the size (a hard quota) of each new one.
     volume_size_mb: int = 10240
-    volume_host: str = "127.0.0.1"
-    volume_port: int = 0
-    volume_advertise_host: str = ""
+    # The content server (volume files, build uploads, template archives): where it listens
+    # (port 0: any free) and is reached by the API and other nodes (empty: the listening host).
+    content_host: str = "127.0.0.1"
+    content_port: int = 0
+    content_advertise_host: str = ""
+    # Template builds: each step's time limit, and where build steps may connect (the
+    # package registries; `*.domain` patterns), everything else denied.
+    build_step_timeout_s: float = 1800.0
+    build_allow_out: str = (
+        "deb.debian.org,security.debian.org,*.debian.org,pypi.org,files.pythonhosted.org,"
+        "registry.npmjs.org,*.npmjs.org,github.com,*.github.com,codeload.github.com,"
+        "objects.githubusercontent.com,proxy.golang.org,sum.golang.org,repo.maven.apache.org,"
+        "repo1.maven.org,crates.io,static.crates.io,index.crates.io"
+    )
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ import httpx
 from corral_libs.ids import new_sandbox_id
 
 from . import envd_client
+from .app_ready import wait_app_ready
 from .runtime.base import CHECKPOINT_FILE, RunningSandbox, Runtime
 from .slots import Slots
 from .templates.store import TemplateManifest, TemplateStore
@@ -49,9 +50,9 @@ class TemplateSnapshots:
         path = image / CHECKPOINT_FILE
         return image if path.is_file() and path.stat().st_size > 0 else None
 
-    async def ensure(self, manifest: TemplateManifest) -> Path | None:
+    async def ensure(self, manifest: TemplateManifest, *, raise_errors: bool = False) -> Path | None:
         """The template's snapshot, taken now if missing; None if it cannot be taken (the
-        node then boots sandboxes instead)."""
+        node then boots sandboxes instead), or with `raise_errors` why not."""
         image = await asyncio.to_thread(self.ready, manifest)
         if image is not None:
             return image
@@ -62,6 +63,8 @@ class TemplateSnapshots:
             try:
                 return await self._take(manifest)
             except Exception:
+                if raise_errors:
+                    raise
                 log.exception("snapshot of template %s failed", manifest.template_id)
                 return None
 
@@ -77,6 +80,7 @@ class TemplateSnapshots:
             await envd_client.wait_ready(
                 self._http, sandbox.address, self._ready_timeout_s, manifest.services
             )
+            await wait_app_ready(self._runtime, sandbox.sandbox_id, manifest, self._ready_timeout_s)
             if self._runtime.releases_sockets:
                 await envd_client.prepare_snapshot(self._http, sandbox.address, services=manifest.services)
 

@@ -55,7 +55,7 @@ class VolumeHandlers:
         live = [
             node
             for node in await self._store.nodes()
-            if node.volume_url and now - node.heartbeat_at <= self._scheduler.settings.node_timeout_s
+            if node.holds_volumes and now - node.heartbeat_at <= self._scheduler.settings.node_timeout_s
         ]
         if not live:
             raise Refused(503, "no node that holds volumes is available (microVM nodes hold none)")

@@ -14,6 +14,7 @@ from corral_libs.contracts import subjects
 from corral_libs.contracts.messages import (
     CreateVolumeRequest,
     DeleteSnapshotRequest,
+    DeleteTemplateRequest,
     DeleteVolumeRequest,
     Failure,
     ForkRequest,
@@ -29,12 +30,14 @@ from corral_libs.contracts.messages import (
     NodePauseRequest,
     NodeResumeRequest,
     PauseRequest,
+    PlaceBuildRequest,
     PlaceRequest,
     ResumeRequest,
     SandboxGone,
     SandboxPaused,
     SandboxReply,
     SnapshotRequest,
+    StartBuildRequest,
     TimeoutRequest,
 )
 from corral_libs.contracts.records import (
@@ -49,6 +52,7 @@ from corral_libs.ids import new_sandbox_id, new_token
 from corral_libs.state import Store
 
 from . import placement
+from .builds import BuildHandlers
 from .refused import Refused, failure
 from .settings import SchedulerSettings
 from .snapshots import SnapshotHandlers
@@ -87,6 +91,10 @@ class Scheduler:
         volumes = VolumeHandlers(self)
         await self.bus.serve(subjects.CREATE_VOLUME, CreateVolumeRequest, volumes.create, queue=queue)
         await self.bus.serve(subjects.DELETE_VOLUME, DeleteVolumeRequest, volumes.delete, queue=queue)
+        builds = BuildHandlers(self)
+        await self.bus.serve(subjects.PLACE_BUILD, PlaceBuildRequest, builds.place, queue=queue)
+        await self.bus.serve(subjects.START_BUILD, StartBuildRequest, builds.start, queue=queue)
+        await self.bus.serve(subjects.DELETE_TEMPLATE, DeleteTemplateRequest, builds.delete, queue=queue)
         await self.bus.listen(subjects.SANDBOX_GONE, SandboxGone, self.forget, queue=queue)
         await self.bus.listen(subjects.SANDBOX_PAUSED, SandboxPaused, self.found_paused, queue=queue)
 
@@ -100,7 +108,7 @@ class Scheduler:
     async def _source(self, name: str, owner: str) -> Source:
         """A template by id or alias, or one of the owner's snapshots by id or name."""
         template = await self.store.template(name)
-        if template is not None:
+        if template is not None and (template.public or template.owner == owner):
             return Source(
                 template_id=template.template_id,
                 alias=template.aliases[0] if template.aliases else None,

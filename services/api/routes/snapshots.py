@@ -26,6 +26,7 @@ from ..auth import Authenticator
 from ..errors import ApiError
 from ..models import sandbox_body
 from .common import ask, check_timeout, owned_sandbox, read_json
+from .templates import TemplateRoutes
 
 LIST_LIMIT_MAX = 100
 FORK_COUNT_MAX = 100
@@ -67,11 +68,14 @@ def _after_token(token: str) -> tuple[float, str]:
 
 
 class SnapshotRoutes:
-    def __init__(self, bus: Bus, store: Store, auth: Authenticator, domain: str) -> None:
+    def __init__(
+        self, bus: Bus, store: Store, auth: Authenticator, domain: str, templates: TemplateRoutes
+    ) -> None:
         self._bus = bus
         self._store = store
         self._auth = auth
         self._domain = domain
+        self._templates = templates
 
     async def create(self, request: Request) -> Response:
         key = await self._auth(request)
@@ -112,7 +116,7 @@ class SnapshotRoutes:
         return JSONResponse([snapshot_body(r) for r in page], headers=headers)
 
     async def delete(self, request: Request) -> Response:
-        """`DELETE /templates/{id}`: snapshots go; built templates are the operator's."""
+        """`DELETE /templates/{id}`: a snapshot of this key's, or a template it built."""
         key = await self._auth(request)
         name = request.path_params["template_id"]
         snapshot = await self._store.find_snapshot(name)
@@ -120,8 +124,9 @@ class SnapshotRoutes:
             message = DeleteSnapshotRequest(snapshot_id=snapshot.snapshot_id)
             await ask(self._bus, subjects.DELETE_SNAPSHOT, message, KillReply, 60)
             return Response(status_code=204)
-        if await self._store.template(name) is not None:
-            raise ApiError(403, f"template '{name}' is managed by the operator (corral template)")
+        deleted = await self._templates.delete(name, key)
+        if deleted is not None:
+            return deleted
         raise ApiError(404, f"template '{name}' not found")
 
     async def fork(self, request: Request) -> Response:

@@ -104,13 +104,13 @@ class VolumeRoutes:
         node = None if volume is None else await self._store.node(volume.node_id)
         if volume is None:
             raise ApiError(404, f"volume '{volume_id}' not found")
-        if node is None or not node.volume_url:
+        if node is None or not node.holds_volumes:
             message = f"the node that holds volume '{volume_id}' is not available"
             raise ApiError(503, message, {"Retry-After": "1"})
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_REQUEST_HEADERS}
         upstream = self._http.build_request(
             request.method,
-            f"{node.volume_url}{request.url.path}",
+            f"{node.content_url}{request.url.path}",
             params=request.url.query,
             headers=headers,
             content=_body(request) if request.method in ("PUT", "POST", "PATCH") else None,

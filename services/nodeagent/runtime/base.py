@@ -124,4 +124,9 @@ class Runtime(Protocol):
 
     async def stats(self, sandbox_id: str) -> SandboxStats | None: ...
 
+    async def exec(self, sandbox_id: str, argv: list[str], timeout_s: float) -> tuple[int, str]:
+        """Runs `argv` as root in the running sandbox: its exit status and output. (The
+        node's own checks, such as a template's ready command; users go through envd.)"""
+        ...
+
     async def logs(self, sandbox_id: str, limit: int) -> list[str]: ...

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -26,7 +26,7 @@ from .. import network
 from ..commands import CommandFailed, run
 from . import console
 from .base import RestartFailed, RunningSandbox, SandboxSpec, SandboxStats
-from .oci import SPEC_VERSION, sandbox_spec
+from .oci import SPEC_VERSION, build_step_spec, sandbox_spec
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,27 @@ class Runsc:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class OneShot:
+    """A process run to its end in a sandbox of its own whose root is a host directory that
+    takes its writes (a template build step on an overlay mount)."""
+
+    container_id: str
+    rootfs: Path
+    slot: int
+    argv: list[str]
+    env: dict[str, str]
+    cpu_count: int
+    memory_mb: int
+    # Host files bound read-only into it: (host path, path inside).
+    files: tuple[tuple[str, str], ...] = ()
+    tmpfs: tuple[str, ...] = field(default=())
+
+
+class OneShotTimeout(RuntimeError):
+    pass
+
+
 class SandboxState(msgspec.Struct):
     sandbox_id: str
     template_id: str
@@ -98,10 +119,10 @@ class GVisorRuntime:
     def _dir(self, sandbox_id: str) -> Path:
         return self._state_dir / "sandboxes" / sandbox_id
 
-    def _runsc(self, *args: str, overlay: str = "root:memory") -> list[str]:
+    def _runsc(self, *args: str, overlay: str = "root:memory", root: Path | None = None) -> list[str]:
         return [
             "runsc",
-            f"--root={self._runsc_root}",
+            f"--root={root or self._runsc_root}",
             f"--platform={self._platform}",
             "--network=sandbox",
             f"--overlay2={overlay}",
@@ -169,6 +190,64 @@ class GVisorRuntime:
                 raise CommandFailed(f"runsc {verb[0]} failed for {sandbox_id}: {tail}")
         finally:
             console.close()
+
+    async def run_once(self, job: OneShot, on_line: Callable[[str], None], timeout_s: float) -> int:
+        """Runs `job` to its end, passing each line it prints to `on_line`; its exit status.
+        Its network namespace is the slot's (the caller's egress rules hold there first);
+        nothing of it is left afterwards."""
+        net = network.SandboxNetwork(job.slot, job.container_id)
+        bundle = self._state_dir / "oneshot" / job.container_id
+        root = self._state_dir / "oneshot-runsc"
+        try:
+            await asyncio.to_thread(bundle.mkdir, parents=True, exist_ok=False)
+            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+            spec = build_step_spec(job, net.netns_path)
+            await asyncio.to_thread((bundle / "config.json").write_text, json.dumps(spec))
+            await network.create(net)
+            argv = [
+                "unshare", "-m", "--propagation", "private", "sh", "-c", _HIDE_PROC_SYS_NET, "sh",
+                *self._runsc("run", f"--bundle={bundle}", job.container_id, overlay="none", root=root),
+            ]  # fmt: skip
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            assert process.stdout is not None
+
+            async def pump() -> int:
+                assert process.stdout is not None
+                async for raw in process.stdout:
+                    on_line(raw.decode(errors="replace").rstrip("\n"))
+                return await process.wait()
+
+            try:
+                return await asyncio.wait_for(pump(), timeout_s)
+            except TimeoutError:
+                raise OneShotTimeout(f"did not finish within {timeout_s:.0f}s") from None
+            finally:
+                if process.returncode is None:
+                    await run(*self._runsc("kill", job.container_id, "KILL", root=root), check=False)
+                    process.kill()
+                    await process.wait()
+        finally:
+            await run(*self._runsc("delete", "--force", job.container_id, root=root), check=False)
+            await network.destroy(net)
+            await asyncio.to_thread(shutil.rmtree, bundle, True)
+
+    async def clean_one_shots(self) -> None:
+        """Removes what one-shot runs of a crashed agent left."""
+        root = self._state_dir / "oneshot-runsc"
+        if root.exists():
+            out = await run(*self._runsc("list", "--format=json", root=root), check=False)
+            try:
+                entries = json.loads(out) or []
+            except ValueError:
+                entries = []
+            for entry in entries:
+                await run(*self._runsc("delete", "--force", str(entry.get("id")), root=root), check=False)
+        await asyncio.to_thread(shutil.rmtree, self._state_dir / "oneshot", True)
 
     async def snapshot_template(
         self, spec: SandboxSpec, image_dir: Path, until_ready: Callable[[RunningSandbox], Awaitable[None]]
@@ -342,6 +421,22 @@ class GVisorRuntime:
 
     async def logs(self, sandbox_id: str, limit: int) -> list[str]:
         return await console.tail(self._dir(sandbox_id) / "console.log", limit)
+
+    async def exec(self, sandbox_id: str, argv: list[str], timeout_s: float) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            *self._runsc("exec", sandbox_id, *argv),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), timeout_s)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return 124, f"timed out after {timeout_s:.0f}s"
+        assert process.returncode is not None
+        return process.returncode, out.decode(errors="replace")
 
 
 def _alive(entry: dict[str, object]) -> bool:

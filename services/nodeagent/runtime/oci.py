@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import SandboxSpec
+
+if TYPE_CHECKING:
+    from .gvisor import OneShot
 
 # Root in the sandbox acts as the sandbox's administrator (envd switches users, sudo
 # works), but only inside gVisor's own kernel: none of this reaches the host.
@@ -99,3 +102,37 @@ def sandbox_spec(spec: SandboxSpec, netns_path: str) -> dict[str, Any]:
             "cgroupsPath": f"/corral/{spec.sandbox_id}",
         },
     }
+
+
+def build_step_spec(job: OneShot, netns_path: str) -> dict[str, Any]:
+    """A sandbox's spec for one template build step: the job's process as root, its root the
+    build's overlay (writes go through to it: no /tmp of its own), its files bound read-only."""
+    base = SandboxSpec(
+        sandbox_id=job.container_id,
+        template_id="",
+        build_id="",
+        rootfs=job.rootfs,
+        init=job.argv,
+        cpu_count=job.cpu_count,
+        memory_mb=job.memory_mb,
+        slot=job.slot,
+    )
+    spec = sandbox_spec(base, netns_path)
+    spec["process"]["env"] = [f"{name}={value}" for name, value in job.env.items()]
+    spec["mounts"] = [
+        *(m for m in spec["mounts"] if m["destination"] != "/tmp"),
+        *(
+            {"destination": path, "type": "bind", "source": host, "options": ["rbind", "ro"]}
+            for host, path in job.files
+        ),
+        *(
+            {
+                "destination": path,
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=1777"],
+            }
+            for path in job.tmpfs
+        ),
+    ]
+    return spec

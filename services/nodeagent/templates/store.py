@@ -31,6 +31,21 @@ class TemplateManifest(msgspec.Struct, frozen=True):
     # ready when each answers /health, and each lets go of its sockets before a checkpoint.
     services: list[int] = []
     runtimes: list[str] = msgspec.field(default_factory=lambda: list(RUNTIME_NAMES))
+    # Templates built through the API: who built it and under which names; the working
+    # directory and environment of its last WORKDIR and ENV steps (envd's defaults in every
+    # sandbox); its start command (in `init`) and the command that says the start is done.
+    owner: str = ""
+    names: list[str] = []
+    workdir: str | None = None
+    env_vars: dict[str, str] = {}
+    start_cmd: str | None = None
+    ready_cmd: str | None = None
+    # What runs envd and the template's services, without the start command.
+    base_init: list[str] = []
+
+    @property
+    def services_init(self) -> list[str]:
+        return self.base_init or self.init
 
     def to_dict(self) -> dict[str, object]:
         return msgspec.to_builtins(self)
@@ -104,6 +119,26 @@ class TemplateStore:
         if target.exists():
             os.rename(target, self.root / f"{OLD_PREFIX}{template_id}-{time.time_ns()}")
         os.rename(built, target)
+
+    def retire(self, template_id: str) -> bool:
+        """Takes the template out of the store; its build is put aside as a replaced one
+        (`collect_old_builds` deletes it once nothing needs it). False if it was not here."""
+        target = self.root / template_id
+        if not target.is_dir():
+            return False
+        os.rename(target, self.root / f"{OLD_PREFIX}{template_id}-{time.time_ns()}")
+        return True
+
+    def roll_back(self, template_id: str, build_id: str) -> None:
+        """Takes out build `build_id` (installed, then found not to work) and puts the build
+        it replaced back."""
+        current = self.get(template_id)
+        if current is None or current.build_id != build_id:
+            return
+        shutil.rmtree(self.root / template_id, ignore_errors=True)
+        replaced = sorted(self.root.glob(f"{OLD_PREFIX}{template_id}-*"), key=lambda p: p.name)
+        if replaced:
+            os.rename(replaced[-1], self.root / template_id)
 
     def collect_old_builds(self, older_than_s: float, in_use: set[str]) -> None:
         """Deletes replaced builds once no sandbox can still be running on them and no

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from corral_libs.state import Store
 
@@ -71,21 +70,19 @@ class VolumeContent:
         self._disks = disks
         self._store = store
 
-    def app(self) -> Starlette:
+    def routes(self) -> list[BaseRoute]:
         def route(path: str, handler: Handler, method: str) -> Route:
             return Route(f"/volumecontent/{{volume_id}}/{path}", self._guarded(handler), methods=[method])
 
-        return Starlette(
-            routes=[
-                route("dir", self.list_dir, "GET"),
-                route("dir", self.make_dir, "POST"),
-                route("path", self.stat, "GET"),
-                route("path", self.update, "PATCH"),
-                route("path", self.remove, "DELETE"),
-                route("file", self.read, "GET"),
-                route("file", self.write, "PUT"),
-            ]
-        )
+        return [
+            route("dir", self.list_dir, "GET"),
+            route("dir", self.make_dir, "POST"),
+            route("path", self.stat, "GET"),
+            route("path", self.update, "PATCH"),
+            route("path", self.remove, "DELETE"),
+            route("file", self.read, "GET"),
+            route("file", self.write, "PUT"),
+        ]
 
     def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:

@@ -3,13 +3,10 @@ directories for sandboxes that mount them, and the content server the API forwar
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import socket
 from pathlib import Path
 
-import uvicorn
+from starlette.routing import BaseRoute
 
 from corral_libs.contracts.messages import Failure, KillReply, NodeVolumeRequest
 from corral_libs.contracts.records import VolumeMount
@@ -27,26 +24,13 @@ class Volumes:
         self._settings = settings
         self.disks = VolumeDisks(Path(settings.data_dir) / "volumes")
         self._content = VolumeContent(settings.node_id, self.disks, store)
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.url = ""
 
     async def start(self) -> None:
         await self.disks.mount_all()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._settings.volume_host, self._settings.volume_port))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(self._content.app(), log_config=None, access_log=False, http="httptools")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        self.url = f"http://{self._settings.volume_advertise_host or self._settings.volume_host}:{port}"
 
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await self._task
+    def routes(self) -> list[BaseRoute]:
+        """The content server's volume routes (`/volumecontent/...`)."""
+        return self._content.routes()
 
     async def create(self, request: NodeVolumeRequest) -> KillReply:
         try:

@@ -1,0 +1,429 @@
+"""Template builds on this node: E2B's builder steps run one by one, each in a sandbox of
+its own (gVisor, egress to the package registries only, the template's CPU and memory, a
+time limit) whose root is an overlay over the base template and the layers before it. A
+step whose inputs did not change since an earlier build is not run again (its layer is
+reused). The finished template is installed, its ready command waited for in a snapshot of
+it, and recorded for the scheduler; a failed build leaves no template behind."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+from corral_libs.build_steps import InvalidStep, validate
+from corral_libs.contracts.messages import BuildReply, BuildStep, Failure, NodeBuildRequest
+from corral_libs.contracts.records import (
+    BUILD_BUILDING,
+    BUILD_ERROR,
+    BUILD_READY,
+    EgressPolicy,
+    TemplateBuildRecord,
+    TemplateRecord,
+)
+from corral_libs.state import Store
+
+from ..app_ready import AppNotReady
+from ..egress.service import Egress
+from ..network import SandboxNetwork
+from ..runtime.base import Runtime
+from ..runtime.gvisor import GVisorRuntime, OneShot, OneShotTimeout
+from ..settings import NodeSettings
+from ..slots import NoFreeSlot, Slots
+from ..template_snapshots import TemplateSnapshots
+from ..templates.build import host_mirror
+from ..templates.store import TemplateManifest, TemplateStore
+from . import layers as layer_fs
+from . import start_script
+from .build_log import TAIL_LINES, BuildLog
+from .files import BuildFiles
+from .layers import LayerError, LayerStore
+from .steps import (
+    BUILD_DIR,
+    FILES_MOUNT,
+    LAYER_TYPES,
+    SCRATCH_MOUNT,
+    StepState,
+    chain_key,
+    label,
+    script_argv,
+)
+
+log = logging.getLogger(__name__)
+
+# Builds at a time on one node (each step is a sandbox; a node also serves its sandboxes).
+BUILDS_AT_ONCE = 1
+# Layers no build used for this long are deleted.
+LAYER_KEEP_S = 7 * 24 * 3600.0
+STEP_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+
+
+class BuildFailed(Exception):
+    def __init__(self, message: str, step: str, tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.step = step
+        self.tail = tail or []
+
+
+class TemplateBuilds:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        runtime: Runtime,
+        templates: TemplateStore,
+        snapshots: TemplateSnapshots,
+        slots: Slots,
+        egress: Egress,
+        store: Store,
+    ) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._templates = templates
+        self._snapshots = snapshots
+        self._slots = slots
+        self._egress = egress
+        self._store = store
+        data = Path(settings.data_dir)
+        self.files = BuildFiles(data / "build-files", settings.node_id, store)
+        self.layers = LayerStore(templates.root / ".layers")
+        self._active = data / "builds-active"
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._turns = asyncio.Semaphore(BUILDS_AT_ONCE)
+
+    @property
+    def available(self) -> bool:
+        """Builds run in one-shot gVisor sandboxes: only gVisor nodes build."""
+        return isinstance(self._runtime, GVisorRuntime)
+
+    async def recover(self) -> None:
+        """Builds a previous agent left unfinished failed with it: said so, and their work
+        (sandboxes, overlay mounts) removed."""
+        if not self.available:
+            return
+        assert isinstance(self._runtime, GVisorRuntime)
+        await self._runtime.clean_one_shots()
+        markers = await asyncio.to_thread(
+            lambda: list(self._active.glob("*")) if self._active.is_dir() else []
+        )
+        for marker in markers:
+            record = await self._store.build(marker.name)
+            if (
+                record is not None
+                and record.status == BUILD_BUILDING
+                and record.node_id == self._settings.node_id
+            ):
+                await self._finish(record, BUILD_ERROR, "the node agent restarted during the build", "base")
+            marker.unlink(missing_ok=True)
+        await asyncio.to_thread(self.layers.collect, LAYER_KEEP_S)
+
+    async def start(self, request: NodeBuildRequest) -> BuildReply:
+        if not self.available:
+            return BuildReply(
+                error=Failure(status=409, message="this node cannot build templates (gVisor nodes do)")
+            )
+        if request.build_id in self._tasks:
+            return BuildReply(node_id=self._settings.node_id)
+        try:
+            validate(request.spec.steps)
+        except InvalidStep as exc:
+            return BuildReply(error=Failure(status=400, message=str(exc)))
+        if self._templates.get(request.spec.from_template) is None:
+            message = f"template '{request.spec.from_template}' is not on node {self._settings.node_id}"
+            return BuildReply(error=Failure(status=409, message=message))
+        task = asyncio.create_task(self._build(request))
+        self._tasks[request.build_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(request.build_id, None))
+        return BuildReply(node_id=self._settings.node_id)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def remove_template(self, template_id: str) -> None:
+        self.files.remove_template(template_id)
+
+    async def _build(self, request: NodeBuildRequest) -> None:
+        async with self._turns:
+            record = await self._store.build(request.build_id)
+            if record is None:
+                return  # its template was deleted meanwhile
+            record.status = BUILD_BUILDING
+            record.updated_at = time.time()
+            await self._store.save_build(record)
+            marker = self._active / request.build_id
+            await asyncio.to_thread(self._active.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(marker.touch)
+            started = time.monotonic()
+            async with BuildLog(self._store, request.build_id) as out:
+                try:
+                    await self._run(request, record, out)
+                except BuildFailed as exc:
+                    out(exc.message, level="error", step=exc.step)
+                    await out.flush()
+                    await self._finish(record, BUILD_ERROR, _reason(exc), exc.step)
+                except asyncio.CancelledError:
+                    await self._finish(record, BUILD_ERROR, "the node agent stopped during the build", "base")
+                    raise
+                except Exception as exc:
+                    log.exception("build %s of template %s failed", record.build_id, record.template_id)
+                    out(f"internal error: {exc}", level="error", step="finalize")
+                    await self._finish(record, BUILD_ERROR, f"internal error: {exc}", "finalize")
+                else:
+                    out(f"Build finished in {time.monotonic() - started:.1f}s", step="finalize")
+                    await out.flush()
+                    await self._finish(record, BUILD_READY, None, None)
+                finally:
+                    await asyncio.to_thread(marker.unlink, True)
+
+    async def _finish(
+        self, record: TemplateBuildRecord, status: str, reason: str | None, step: str | None
+    ) -> None:
+        record.status = status
+        record.reason = reason
+        record.reason_step = step
+        record.finished_at = record.updated_at = time.time()
+        await self._store.save_build(record)
+
+    async def _run(self, request: NodeBuildRequest, record: TemplateBuildRecord, out: BuildLog) -> None:
+        spec = request.spec
+        parent = self._templates.get(spec.from_template)
+        if parent is None:
+            raise BuildFailed(f"template '{spec.from_template}' is not on this node", "base")
+        out(
+            f"Building {record.name} from template {parent.template_id} (build {parent.build_id})",
+            step="base",
+        )
+        home = "/root" if parent.user == "root" else f"/home/{parent.user}"
+        state = StepState(user=parent.user, workdir=parent.workdir or home, env=dict(parent.env_vars))
+        chain = hashlib.sha256(f"template:{parent.template_id}:{parent.build_id}".encode()).hexdigest()
+        layers: list[str] = []
+        count = len(spec.steps)
+        for index, step in enumerate(spec.steps, 1):
+            tag = str(index)
+            key = chain_key(chain, step, state)
+            shown = f"[{index}/{count}] {label(step)}"
+            if step.type not in LAYER_TYPES:
+                out(shown, step=tag)
+                chain = key
+            else:
+                cached = None if spec.force or step.force else self.layers.cached(key)
+                if cached is not None:
+                    out(f"CACHED {shown}", step=tag)
+                    self.layers.touch(cached)
+                else:
+                    out(shown, step=tag)
+                    cached = await self._run_step(record, parent, layers, step, state, key, tag, out)
+                layers.append(cached)
+                chain = cached
+            state = state.after(step)
+        out("Finalizing the template", step="finalize")
+        manifest = await self._install(record, spec.start_cmd, spec.ready_cmd, parent, layers, state)
+        if spec.ready_cmd:
+            out(f"Waiting for the ready command: {spec.ready_cmd}", step="finalize")
+        try:
+            await self._snapshots.ensure(manifest, raise_errors=True)
+        except AppNotReady as exc:
+            await asyncio.to_thread(self._templates.roll_back, manifest.template_id, manifest.build_id)
+            raise BuildFailed(str(exc), "finalize") from None
+        except Exception as exc:
+            # The template works without its snapshot (sandboxes boot instead of restoring).
+            out(f"the template's snapshot could not be taken ({exc}); its sandboxes will boot", level="warn")
+        await self._store.save_template(template_record(manifest))
+
+    async def _run_step(
+        self,
+        record: TemplateBuildRecord,
+        parent: TemplateManifest,
+        layers: list[str],
+        step: BuildStep,
+        state: StepState,
+        key: str,
+        tag: str,
+        out: BuildLog,
+    ) -> str:
+        found = self._templates.find_build(parent.template_id, parent.build_id)
+        if found is None:
+            raise BuildFailed(f"template {parent.template_id} build {parent.build_id} is gone", tag)
+        files: tuple[tuple[str, str], ...] = ()
+        if step.type == "COPY":
+            assert step.files_hash is not None
+            archive = self.files.path(record.template_id, step.files_hash)
+            if not await asyncio.to_thread(archive.is_file):
+                raise BuildFailed(f"step {tag} ({label(step)}): its files were never uploaded", tag)
+            files = ((str(archive), FILES_MOUNT),)
+        layer_id, work = await asyncio.to_thread(self.layers.new_work)
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+        def on_line(line: str) -> None:
+            tail.append(line)
+            out(line, step=tag)
+
+        try:
+            lowers = [self.layers.upper(layer) for layer in reversed(layers)] + [found[1] / "rootfs"]
+            try:
+                merged = await asyncio.to_thread(layer_fs.mount, work, lowers)
+            except LayerError as exc:
+                raise BuildFailed(f"step {tag}: {exc}", tag) from None
+            job = OneShot(
+                container_id=f"build-{layer_id}",
+                rootfs=merged,
+                slot=0,
+                argv=script_argv(step, state),
+                env={**STEP_ENV, **state.env},
+                cpu_count=record.cpu_count,
+                memory_mb=max(record.memory_mb, 1024),
+                files=files,
+                tmpfs=(SCRATCH_MOUNT,) if step.type == "COPY" else (),
+            )
+            code = await self._in_sandbox(job, on_line, tag)
+            if code != 0:
+                raise BuildFailed(f"step {tag} ({label(step)}) failed with exit code {code}", tag, list(tail))
+            await asyncio.to_thread(layer_fs.unmount, merged)
+            await asyncio.to_thread(_drop_mount_points, work / "upper")
+            await asyncio.to_thread(self.layers.commit, key, layer_id, work)
+        finally:
+            await asyncio.to_thread(self.layers.discard, work)
+        return layer_id
+
+    async def _in_sandbox(self, job: OneShot, on_line: Callable[[str], None], tag: str) -> int:
+        assert isinstance(self._runtime, GVisorRuntime)
+        try:
+            slot = self._slots.take()
+        except NoFreeSlot:
+            raise BuildFailed(f"step {tag}: the node has no free sandbox slot for the build", tag) from None
+        job = replace(job, slot=slot)
+        address = SandboxNetwork(slot, job.container_id).address
+        try:
+            await self._egress.attach(job.container_id, slot, address, self._policy())
+            try:
+                return await self._runtime.run_once(job, on_line, self._settings.build_step_timeout_s)
+            except OneShotTimeout as exc:
+                raise BuildFailed(f"step {tag} {exc}", tag) from None
+        finally:
+            await self._egress.detach(job.container_id, slot, address)
+            self._slots.release(slot)
+
+    def _policy(self) -> EgressPolicy:
+        allowed = [name.strip() for name in self._settings.build_allow_out.split(",") if name.strip()]
+        mirror = urlparse(host_mirror()).hostname
+        if mirror:
+            allowed.append(mirror)
+        return EgressPolicy(allow_out=allowed, allow_internet_access=False)
+
+    async def _install(
+        self,
+        record: TemplateBuildRecord,
+        start_cmd: str | None,
+        ready_cmd: str | None,
+        parent: TemplateManifest,
+        layers: list[str],
+        state: StepState,
+    ) -> TemplateManifest:
+        found = self._templates.find_build(parent.template_id, parent.build_id)
+        if found is None:
+            raise BuildFailed(f"template {parent.template_id} build {parent.build_id} is gone", "finalize")
+        await asyncio.to_thread(self._templates.root.mkdir, parents=True, exist_ok=True)
+        work = Path(
+            await asyncio.to_thread(tempfile.mkdtemp, f"-{record.build_id}", ".build-", self._templates.root)
+        )
+        try:
+            uppers = [self.layers.upper(layer) for layer in layers]
+            try:
+                await asyncio.to_thread(layer_fs.flatten, found[1] / "rootfs", uppers, work / "rootfs")
+            except (LayerError, OSError) as exc:
+                raise BuildFailed(f"assembling the template failed: {exc}", "finalize") from None
+            init = parent.init
+            if start_cmd:
+                try:
+                    init = await asyncio.to_thread(
+                        start_script.write,
+                        work / "rootfs",
+                        record.build_id,
+                        start_cmd=start_cmd,
+                        user=state.user,
+                        workdir=state.workdir,
+                        env=state.env,
+                        services_init=parent.services_init,
+                    )
+                except (ValueError, OSError) as exc:
+                    raise BuildFailed(f"installing the start command failed: {exc}", "finalize") from None
+            names = [record.name, *(f"{record.name}:{tag}" for tag in record.tags)]
+            manifest = TemplateManifest(
+                template_id=record.template_id,
+                aliases=names,
+                build_id=record.build_id,
+                envd_version=parent.envd_version,
+                cpu_count=record.cpu_count,
+                memory_mb=record.memory_mb,
+                disk_mb=parent.disk_mb,
+                user=state.user,
+                init=init,
+                built_at=time.time(),
+                services=parent.services,
+                runtimes=[self._runtime.name],
+                owner=record.owner,
+                names=[record.name],
+                workdir=state.workdir,
+                env_vars=state.env,
+                start_cmd=start_cmd if start_cmd else parent.start_cmd,
+                ready_cmd=ready_cmd if (ready_cmd or start_cmd) else parent.ready_cmd,
+                base_init=parent.services_init,
+            )
+            await asyncio.to_thread(
+                (work / "template.json").write_text, json.dumps(manifest.to_dict(), indent=2)
+            )
+            await asyncio.to_thread(self._templates.install, record.template_id, work)
+            return manifest
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+def template_record(manifest: TemplateManifest) -> TemplateRecord:
+    """What the node says of a template it holds (heart-beats, and a build that finished)."""
+    return TemplateRecord(
+        template_id=manifest.template_id,
+        aliases=manifest.aliases,
+        build_id=manifest.build_id,
+        envd_version=manifest.envd_version,
+        cpu_count=manifest.cpu_count,
+        memory_mb=manifest.memory_mb,
+        disk_mb=manifest.disk_mb,
+        created_at=manifest.built_at,
+        public=not manifest.owner,
+        owner=manifest.owner,
+        names=manifest.names,
+        runtimes=manifest.runtimes,
+    )
+
+
+def _drop_mount_points(upper: Path) -> None:
+    """What gVisor made in the root for the step's own mounts is not part of the layer."""
+    target = upper / BUILD_DIR
+    with contextlib.suppress(FileNotFoundError):
+        if target.is_symlink() or not target.is_dir():
+            target.unlink()
+        else:
+            shutil.rmtree(target)
+
+
+def _reason(exc: BuildFailed) -> str:
+    if not exc.tail:
+        return exc.message
+    return exc.message + "\n" + "\n".join(exc.tail)

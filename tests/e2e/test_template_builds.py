@@ -1,0 +1,154 @@
+"""Templates built through the API with the real SDKs' builder (E2B's `Template`): from
+Corral's `base`, with files copied from a local directory and a single file, environment,
+working directory, user, a start command and its ready check; a sandbox of the result sees
+all of it with the app running; a rebuild after changing one step runs only that step; a
+failing step fails the build with its output; the async and JS builders work the same."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import AsyncTemplate, Sandbox, Template, wait_for_port
+from e2b.exceptions import BuildException
+
+from .test_other_clients import NODE_DIR, _run
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def delete_template(conn: dict[str, str], template: str) -> None:
+    response = httpx.delete(
+        f"{conn['api_url']}/templates/{template}", headers={"X-API-Key": conn["api_key"]}, timeout=60
+    )
+    assert response.status_code in (204, 404), response.text
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    app = tmp_path / "app"
+    (app / "static").mkdir(parents=True)
+    (app / "static" / "index.html").write_text("served from the template\n")
+    (app / "run.sh").write_text("#!/bin/sh\ncd static && exec python3 -m http.server 8080\n")
+    (app / "run.sh").chmod(0o755)
+    (tmp_path / "settings.json").write_text('{"mode": "test"}\n')
+    return tmp_path
+
+
+def app_template(context: Path, greeting: str) -> Template:
+    return (
+        Template(file_context_path=context)
+        .from_template("base")
+        .copy("app", "/home/user/app")
+        .copy("settings.json", "/etc/corral-test/", user="root", mode=0o600)
+        .set_envs({"GREETING": "hello"})
+        .run_cmd("echo $GREETING from $(whoami) > /home/user/greeting.txt")
+        .set_workdir("/home/user/app")
+        .run_cmd("sudo apt-get --version | head -1 > apt-version.txt", user="root")
+        .set_user("user")
+        .run_cmd(f"echo {greeting} > last-step.txt")
+        .set_start_cmd("./run.sh", wait_for_port(8080))
+    )
+
+
+def test_sdk_builder_makes_a_template_sandboxes_use(stack, conn, context):
+    template = name("app")
+    logs: list[str] = []
+    try:
+        info = Template.build(
+            app_template(context, "first"), template, on_build_logs=lambda e: logs.append(e.message), **conn
+        )
+        assert info.template_id and info.build_id
+        assert any("COPY app /home/user/app" in line for line in logs)
+
+        sbx = Sandbox.create(template, **conn)
+        try:
+            run = sbx.commands.run
+            assert run("cat /home/user/app/static/index.html").stdout == "served from the template\n"
+            assert run("cat /home/user/greeting.txt").stdout == "hello from user\n"
+            assert run("echo $GREETING").stdout == "hello\n"
+            assert run("pwd").stdout == "/home/user/app\n"
+            assert run("whoami").stdout == "user\n"
+            assert run("stat -c '%U %a' /etc/corral-test/settings.json").stdout == "root 600\n"
+            assert run("stat -c %U /home/user/app/run.sh").stdout == "user\n"
+            assert run("cat last-step.txt").stdout == "first\n"
+            assert run("stat -c %U apt-version.txt").stdout == "root\n"
+            # The start command runs (in the snapshot) and was ready before the create answered.
+            served = run("curl -s http://127.0.0.1:8080/index.html").stdout
+            assert served == "served from the template\n"
+        finally:
+            sbx.kill()
+
+        # Only the changed last step runs again; everything before it comes from the cache.
+        logs.clear()
+        Template.build(
+            app_template(context, "second"), template, on_build_logs=lambda e: logs.append(e.message), **conn
+        )
+        cached = [line for line in logs if line.startswith("CACHED ")]
+        ran = [line for line in logs if line.startswith("[") and "/" in line.split("]")[0]]
+        assert len(cached) >= 3, logs
+        assert [line for line in ran if "RUN" in line or "COPY" in line] == [
+            line for line in ran if "last-step" in line
+        ], logs
+        sbx = Sandbox.create(template, **conn)
+        try:
+            assert sbx.commands.run("cat last-step.txt").stdout == "second\n"
+        finally:
+            sbx.kill()
+
+        exists = httpx.get(
+            f"{conn['api_url']}/templates/aliases/{template}", headers={"X-API-Key": conn["api_key"]}
+        )
+        assert exists.status_code == 200
+    finally:
+        delete_template(conn, template)
+    gone = httpx.get(
+        f"{conn['api_url']}/templates/aliases/{template}", headers={"X-API-Key": conn["api_key"]}
+    )
+    assert gone.status_code == 404
+
+
+def test_failing_step_fails_the_build_with_its_output(stack, conn):
+    template = name("broken")
+    failing = Template().from_template("base").run_cmd("echo about to fail; echo on stderr >&2; exit 3")
+    try:
+        with pytest.raises(BuildException) as caught:
+            Template.build(failing, template, **conn)
+        message = str(caught.value)
+        assert "exit code 3" in message and "about to fail" in message and "on stderr" in message
+        listed = httpx.get(f"{conn['api_url']}/templates", headers={"X-API-Key": conn["api_key"]}).json()
+        assert template not in {alias for t in listed for alias in t["aliases"]}
+    finally:
+        delete_template(conn, template)
+
+
+async def test_async_builder(stack, conn):
+    template = name("async")
+    built = (
+        AsyncTemplate()
+        .from_base_image()  # E2B's base image: Corral's base template
+        .set_envs({"BUILT_BY": "async"})
+        .run_cmd("echo $BUILT_BY > /home/user/by.txt")
+    )
+    try:
+        await AsyncTemplate.build(built, template, **conn)
+        sbx = Sandbox.create(template, **conn)
+        try:
+            assert sbx.files.read("/home/user/by.txt") == "async\n"
+        finally:
+            sbx.kill()
+    finally:
+        delete_template(conn, template)
+
+
+def test_js_builder(stack, conn):
+    template = name("js")
+    try:
+        seen = _run(["node", "template_build.mjs", template], stack, NODE_DIR)
+        assert seen == {"built": True, "content": "from node\n", "user": "user\n"}
+    finally:
+        delete_template(conn, template)
