@@ -288,7 +288,7 @@ class NodeAgent:
                 volumes = await self.volumes.host_dirs(request.volume_mounts)
                 sandbox = await self.launcher.start(Launch(manifest, sandbox_id, volumes=volumes))
             else:
-                sandbox = self.pool.claim(manifest.template_id) or await self.pool.restore_for_create(
+                sandbox = self.pool.claim(manifest) or await self.pool.restore_for_create(
                     manifest, sandbox_id
                 )
                 if sandbox is None:  # no template snapshot: a boot

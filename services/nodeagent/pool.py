@@ -78,14 +78,30 @@ class WarmPool:
             self._refilled.popleft()
         return len(self._refilled) * 60.0 / REFILL_RATE_WINDOW_S
 
-    def claim(self, template_id: str) -> RunningSandbox | None:
-        """A ready clone, if there is one. The refill it causes starts a moment later: a
-        restore takes both cores of a small node for most of a second, and the create that
-        claimed should get its answer out first."""
+    def claim(self, manifest: TemplateManifest) -> RunningSandbox | None:
+        """A ready clone of the template's current build, if there is one. The refill it
+        causes starts a moment later: a restore takes both cores of a small node for most of
+        a second, and the create that claimed should get its answer out first."""
+        template_id = manifest.template_id
         self._demand[template_id].claim()
         asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._wake.set)
+        self._drop_stale(manifest)
         clones = self._ready.get(template_id)
         return clones.popleft() if clones else None
+
+    def _drop_stale(self, manifest: TemplateManifest) -> None:
+        """Clones of a build the template no longer is (it was built again) go."""
+        clones = self._ready.get(manifest.template_id)
+        if not clones:
+            return
+        for sandbox in [c for c in clones if c.build_id != manifest.build_id]:
+            clones.remove(sandbox)
+            self._discard(sandbox)
+
+    def _discard(self, sandbox: RunningSandbox) -> None:
+        task = asyncio.create_task(self._launcher.discard(sandbox))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def target(self, template_id: str) -> int:
         wanted = max(self._settings.pool_minimum(template_id), self._demand[template_id].peak())
@@ -111,7 +127,12 @@ class WarmPool:
         if self._direct:  # creates are waiting on restores of their own: they go first
             return
         pooled = self._settings.pooled_templates
+        current = {m.template_id for m in manifests}
+        for template_id in [t for t in self._ready if t not in current]:  # deleted templates
+            while self._ready[template_id]:
+                self._discard(self._ready[template_id].popleft())
         for manifest in manifests:
+            self._drop_stale(manifest)
             template_id = manifest.template_id
             if pooled is not None and template_id not in pooled:
                 continue
@@ -133,10 +154,7 @@ class WarmPool:
         first: the oldest have been touched least since their restore."""
         for template_id, clones in self._ready.items():
             while len(clones) > self.target(template_id):
-                sandbox = clones.pop()
-                task = asyncio.create_task(self._launcher.discard(sandbox))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._discard(clones.pop())
 
     async def _restore_one(self, manifest: TemplateManifest) -> None:
         try:

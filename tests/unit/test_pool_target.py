@@ -1,6 +1,20 @@
 from corral_services.nodeagent.pool import CLONE_MEMORY_MB, WarmPool
 from corral_services.nodeagent.pool_demand import Demand
 from corral_services.nodeagent.settings import NodeSettings
+from corral_services.nodeagent.templates.store import TemplateManifest
+
+BASE = TemplateManifest(
+    template_id="base",
+    aliases=["base"],
+    build_id="1",
+    envd_version="0.4.0",
+    cpu_count=1,
+    memory_mb=512,
+    disk_mb=2048,
+    user="user",
+    init=["/sbin/init"],
+    built_at=0.0,
+)
 
 
 def _pool(**settings) -> WarmPool:
@@ -11,10 +25,10 @@ async def test_target_follows_demand_within_bounds():
     pool = _pool(pool_min=1, pool_max=4, pool_memory_mb=4096)
     assert pool.target("base") == 1
     for _ in range(3):
-        pool.claim("base")
+        pool.claim(BASE)
     assert pool.target("base") == 3
     for _ in range(10):
-        pool.claim("base")
+        pool.claim(BASE)
     assert pool.target("base") == 4
 
 
@@ -49,4 +63,4 @@ def test_demand_keeps_its_peak_for_the_horizon_then_forgets():
 
 
 async def test_claim_from_an_empty_pool_is_a_miss():
-    assert _pool().claim("base") is None
+    assert _pool().claim(BASE) is None

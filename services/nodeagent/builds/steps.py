@@ -55,7 +55,16 @@ def chain_key(parent: str, step: BuildStep, state: StepState) -> str:
     """The cache key of a step's result: what it starts from (`parent`: the layer or state
     before it) and everything it runs with."""
     payload = json.dumps(
-        [parent, step.type, step.args, step.files_hash, state.user, state.workdir, sorted(state.env.items())]
+        [
+            SCRIPTS_VERSION,
+            parent,
+            step.type,
+            step.args,
+            step.files_hash,
+            state.user,
+            state.workdir,
+            sorted(state.env.items()),
+        ]
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -127,7 +136,8 @@ settle() {
 for match in $src; do
   [ -e "$match" ] || [ -L "$match" ] || continue
   if [ -d "$match" ] && [ ! -L "$match" ]; then
-    mkdir -p "$dest"
+    # A directory COPY makes is the owner's, like what goes into it.
+    [ -d "$dest" ] || { mkdir -p "$dest" && chown "$owner" "$dest"; }
     for entry in "$match"/* "$match"/.[!.]* "$match"/..?*; do
       [ -e "$entry" ] || [ -L "$entry" ] || continue
       target="${dest%/}/$(basename "$entry")"
@@ -136,7 +146,7 @@ for match in $src; do
       settle "$target"
     done
   elif [ "$into" = 1 ]; then
-    mkdir -p "$dest"
+    [ -d "$dest" ] || { mkdir -p "$dest" && chown "$owner" "$dest"; }
     target="${dest%/}/$(basename "$match")"
     rm -rf "$target"
     cp -a "$match" "$target"
@@ -175,3 +185,7 @@ def script_argv(step: BuildStep, state: StepState) -> list[str]:
         ]
     new = state.after(step)
     return ["/bin/sh", "-c", WORKDIR_SCRIPT, "corral-workdir", state.user, new.workdir]
+
+
+# How steps are carried out is part of every cache key: a changed script builds anew.
+SCRIPTS_VERSION = hashlib.sha256((RUN_SCRIPT + COPY_SCRIPT + WORKDIR_SCRIPT).encode()).hexdigest()[:16]
