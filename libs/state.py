@@ -3,6 +3,7 @@ changes that must happen together done in one MULTI/EXEC or Lua script."""
 
 from __future__ import annotations
 
+import secrets
 from typing import TypeVar
 
 import msgspec
@@ -284,6 +285,21 @@ class Store:
                 tx.set(keys.template_alias(alias), record.template_id)
             await tx.execute()
 
+    async def save_template_if_absent(self, record: TemplateRecord) -> None:
+        """A template built through the API: its builder's record is the current build;
+        another node holding an older one must not write over it."""
+        if await self.redis.set(keys.template(record.template_id), _encoder.encode(record), nx=True):
+            await self.save_template(record)
+
+    async def deleted_templates(self) -> set[str]:
+        return {raw.decode() for raw in await self.redis.smembers(keys.DELETED_TEMPLATES)}
+
+    async def cluster_secret(self) -> str:
+        await self.redis.set(keys.CLUSTER_SECRET, secrets.token_hex(32), nx=True)
+        raw = await self.redis.get(keys.CLUSTER_SECRET)
+        assert raw is not None
+        return raw.decode()
+
     async def template(self, template_id_or_alias: str) -> TemplateRecord | None:
         record = await self._get(keys.template(template_id_or_alias), TemplateRecord)
         if record is not None:
@@ -323,6 +339,8 @@ class Store:
         async with self.redis.pipeline(transaction=True) as tx:
             tx.delete(keys.template(template_id), keys.template_builds(template_id))
             tx.srem(keys.TEMPLATES, template_id)
+            # A node that was away while it went still holds it: it lets it go when it sees this.
+            tx.sadd(keys.DELETED_TEMPLATES, template_id)
             for alias in {*names, *(record.aliases if record else [])}:
                 tx.delete(keys.template_alias(alias))
             for build_id in build_ids:

@@ -8,10 +8,12 @@ SANDBOX_INDEX = f"{PREFIX}:sbx:index"  # ZSET sandbox id -> started_at
 LEASES = f"{PREFIX}:leases"  # ZSET sandbox id -> end_at (unix seconds)
 NODES = f"{PREFIX}:nodes"  # SET node ids
 TEMPLATES = f"{PREFIX}:tpls"  # SET template ids
+DELETED_TEMPLATES = f"{PREFIX}:tpls:deleted"  # SET ids of templates deleted through the API
 API_KEYS = f"{PREFIX}:keys"  # SET key hashes
 SNAPSHOT_INDEX = f"{PREFIX}:snap:index"  # ZSET snapshot id -> created_at
 VOLUMES = f"{PREFIX}:vols"  # SET volume ids
 REAPER_LOCK = f"{PREFIX}:reaper:lock"  # STRING holder id, with expiry
+CLUSTER_SECRET = f"{PREFIX}:cluster:secret"  # STRING what nodes show each other (template archives)
 
 
 def sandbox(sandbox_id: str) -> str:

@@ -46,6 +46,7 @@ from corral_libs.contracts.records import (
 from corral_libs.state import Store
 
 from .builds.builder import TemplateBuilds, template_record
+from .builds.distribution import TemplateDistribution
 from .checkpoints import Checkpoints
 from .content_server import ContentServer
 from .egress.service import Egress
@@ -101,6 +102,7 @@ class NodeAgent:
         self.builds = TemplateBuilds(
             settings, runtime, self.templates, self.template_snapshots, self.slots, self.egress, store
         )
+        self.distribution = TemplateDistribution(settings.node_id, runtime.name, self.templates, store)
         self.content = ContentServer(settings)
         self.metrics = MetricsSampler(self.running, self._http, self.checkpoints.busy)
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,7 +114,10 @@ class NodeAgent:
     async def start(self) -> None:
         await self.egress.start()
         await self.volumes.start()
-        await self.content.start([*self.volumes.routes(), *self.builds.files.routes()])
+        await self.distribution.start()
+        await self.content.start(
+            [*self.volumes.routes(), *self.builds.files.routes(), *self.distribution.routes()]
+        )
         # Heart-beats first: adopting many sandboxes takes a while, and a node silent for
         # the node timeout is declared dead (its sandboxes with it). Until the handlers are
         # served, creates sent here find no responder and go elsewhere at once.
@@ -144,6 +149,7 @@ class NodeAgent:
         self._tasks += [
             asyncio.create_task(self._every(RECONCILE_EVERY_S, self.reconcile)),
             asyncio.create_task(self._every(METRICS_EVERY_S, self.metrics.sample_all)),
+            asyncio.create_task(self._every(self.settings.heartbeat_s, self.distribution.sync)),
         ]
         if self.settings.pool_max > 0:
             self._tasks.append(asyncio.create_task(self.pool.run()))
@@ -156,6 +162,7 @@ class NodeAgent:
         await self.launcher.settle()
         await self.pool.drain()
         await self.builds.stop()
+        await self.distribution.stop()
         await self.content.stop()
         await self.egress.stop()
         await self._http.aclose()
@@ -238,8 +245,19 @@ class NodeAgent:
 
     async def heartbeat(self) -> None:
         manifests = await asyncio.to_thread(self.templates.list)
+        if any(m.owner for m in manifests):
+            deleted = await self.store.deleted_templates()
+            for manifest in [m for m in manifests if m.owner and m.template_id in deleted]:
+                log.info(
+                    "template %s was deleted while this node was away: letting it go", manifest.template_id
+                )
+                await asyncio.to_thread(self.templates.retire, manifest.template_id)
+                manifests.remove(manifest)
         for manifest in manifests:
-            await self.store.save_template(template_record(manifest))
+            if manifest.owner:  # built through the API: its builder's record is the current build
+                await self.store.save_template_if_absent(template_record(manifest))
+            else:
+                await self.store.save_template(template_record(manifest))
         await self.store.save_node(
             NodeRecord(
                 node_id=self.settings.node_id,

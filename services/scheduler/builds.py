@@ -71,17 +71,22 @@ class BuildHandlers:
         return await self._scheduler.ask_node(node.node_id, subjects.NODE_BUILD, message, BuildReply)
 
     async def delete(self, request: DeleteTemplateRequest) -> KillReply:
-        """Every node that holds it lets it go, then its records go (a node that still
-        held it would heart-beat it back)."""
+        """Every node that holds it lets it go, then its records go."""
         nodes = [n for n in await self._store.nodes() if request.template_id in n.templates]
-        try:
-            message = NodeDeleteTemplateRequest(template_id=request.template_id)
-            for node in nodes:
+        message = NodeDeleteTemplateRequest(template_id=request.template_id)
+        for node in nodes:
+            try:
                 await self._scheduler.ask_node(
                     node.node_id, subjects.NODE_DELETE_TEMPLATE, message, KillReply
                 )
-        except Refused as exc:
-            return KillReply(error=exc.failure)
+            except Refused as exc:
+                # Away: it lets the template go when it is back (the deleted-templates set).
+                log.warning(
+                    "template %s: node %s did not answer the delete: %s",
+                    request.template_id,
+                    node.node_id,
+                    exc.failure.message,
+                )
         record = await self._store.template(request.template_id)
         builds = await self._store.template_builds(request.template_id)
         names = {b.name for b in builds} | set(record.aliases if record else [])

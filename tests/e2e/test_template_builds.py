@@ -6,6 +6,11 @@ failing step fails the build with its output; the async and JS builders work the
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +18,10 @@ import httpx
 import pytest
 from e2b import AsyncTemplate, Sandbox, Template, wait_for_port
 from e2b.exceptions import BuildException
+
+from corral_libs.contracts.records import NodeRecord
+from corral_libs.state import Store
+from tests.harness.corral_up import TEMPLATE_DIR
 
 from .test_other_clients import NODE_DIR, _run
 
@@ -152,3 +161,66 @@ def test_js_builder(stack, conn):
         assert seen == {"built": True, "content": "from node\n", "user": "user\n"}
     finally:
         delete_template(conn, template)
+
+
+def test_a_template_built_once_reaches_every_node(stack, conn):
+    """A second node agent with its own data and template directories (Corral's base linked
+    in): whichever node builds the template, the other fetches it and runs sandboxes of it."""
+    root = Path(tempfile.mkdtemp(prefix="corral-node2-"))
+    (root / "templates").mkdir()
+    subprocess.run(["cp", "-al", str(TEMPLATE_DIR / "base"), str(root / "templates" / "base")], check=True)
+    env = {
+        "CORRAL_NODE_ID": "e2enode2",
+        "CORRAL_DATA_DIR": str(root / "data"),
+        "CORRAL_TEMPLATE_DIR": str(root / "templates"),
+        "CORRAL_SLOT_BASE": "21000",
+        # The freest node: placement picks it whenever it has a warm clone.
+        "CORRAL_MAX_SANDBOXES": "900",
+    }
+    template = name("shared")
+    stack.start_service("nodeagent", env=env, label="nodeagent2")
+    try:
+        asyncio.run(stack.wait_node("e2enode2", label="nodeagent2"))
+        built = Template().from_template("base").run_cmd("echo on every node > /home/user/shared.txt")
+        template_id = Template.build(built, template, **conn).template_id
+
+        async def nodes() -> dict[str, NodeRecord]:
+            store = Store.connect(stack.config.redis_url)
+            try:
+                return {n.node_id: n for n in await store.nodes()}
+            finally:
+                await store.close()
+
+        async def placed_on(sandbox_id: str) -> str:
+            store = Store.connect(stack.config.redis_url)
+            try:
+                record = await store.sandbox(sandbox_id)
+                assert record is not None
+                return record.node_id
+            finally:
+                await store.close()
+
+        def wait_for(what: str, condition) -> None:
+            deadline = time.monotonic() + 180
+            while not condition(asyncio.run(nodes())):
+                assert time.monotonic() < deadline, what
+                time.sleep(1)
+
+        wait_for(
+            "both nodes to hold it",
+            lambda n: all(template_id in n[i].templates for i in (stack.config.node_id, "e2enode2")),
+        )
+        wait_for("a warm clone on the second node", lambda n: n["e2enode2"].warm.get(template_id, 0) > 0)
+        for expected in ("e2enode2", stack.config.node_id):
+            if expected == stack.config.node_id:
+                stack.stop_service("nodeagent2")  # the only node left
+            sbx = Sandbox.create(template, **conn)
+            try:
+                assert asyncio.run(placed_on(sbx.sandbox_id)) == expected
+                assert sbx.files.read("/home/user/shared.txt") == "on every node\n"
+            finally:
+                sbx.kill()
+    finally:
+        delete_template(conn, template)
+        stack.stop_service("nodeagent2")
+        shutil.rmtree(root, ignore_errors=True)
