@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from bench.host_memory import mem_available_mb
-from corral_libs.cli.up import ensure_template
 from corral_libs.ids import new_sandbox_id
 from corral_services.nodeagent import envd_client
 from corral_services.nodeagent.runtime.base import RunningSandbox
@@ -39,6 +38,7 @@ from corral_services.nodeagent.runtime.microvm.guest import Guest, ensure_guest
 from corral_services.nodeagent.runtime.microvm.probe import choose_accelerator
 from corral_services.nodeagent.runtime.microvm.process import vm_memory_kb
 from corral_services.nodeagent.runtime.microvm.runtime import MicroVMRuntime
+from corral_services.nodeagent.templates.builtin import ensure_template
 from corral_services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR
 

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from e2b import Sandbox
 
-from corral_libs.cli.up import ensure_template, kill_all_sandboxes
 from corral_libs.stack import LocalStack, StackConfig
+from corral_services.nodeagent.cleanup import kill_all_sandboxes
+from corral_services.nodeagent.templates.builtin import ensure_template
 from corral_services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR
 from tests.harness.testnet import WEB, running_testnet

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from . import keys, sandboxes, templates
@@ -28,9 +31,22 @@ def envd(
     ),
 ) -> None:
     """Run envd, the in-sandbox daemon that serves E2B's data plane."""
-    from corral_services.envd.server import run
-
-    run(port=port, host=host, default_user=user, default_workdir=workdir, sync_clock=sync_clock)
+    given = {
+        "PORT": port,
+        "HOST": host,
+        "DEFAULT_USER": user,
+        "DEFAULT_WORKDIR": workdir,
+        "SYNC_CLOCK": sync_clock,
+    }
+    env = {
+        **os.environ,
+        **{
+            f"CORRAL_{name}": str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in given.items()
+            if value is not None
+        },
+    }
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "corral_services.envd"], env)
 
 
 def main() -> None:

@@ -5,56 +5,51 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from corral_libs.stack import LocalStack, StackConfig, StackError, clear_sandbox_records
+from corral_libs.contracts.records import BuildLogEntry
+from corral_libs.stack import LocalStack, StackConfig, StackError
 from corral_libs.supervisor import CRASH_LOOPING, Supervisor, read_status
-from corral_services.nodeagent.egress.table import EgressTable
-from corral_services.nodeagent.runtime.base import Runtime
-from corral_services.nodeagent.runtime.gvisor import GVisorRuntime
-from corral_services.nodeagent.runtime.microvm.runtime import MicroVMRuntime
-from corral_services.nodeagent.templates.build import BuildError
-from corral_services.nodeagent.templates.fingerprint import source_fingerprint
-from corral_services.nodeagent.templates.recipe import UnknownRecipe, load_recipe, recipe_path
-from corral_services.nodeagent.templates.store import TemplateStore, is_current
-from corral_services.nodeagent.volumes.disks import VolumeDisks
 
 from .output import console, emit
-from .templates import build_with_progress
+from .template_progress import wait_for_templates
 
 DEFAULT_TEMPLATE = "base"
+# Corral's own templates: the recipes node agents build (services/nodeagent/templates/).
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "templates"
 # What the E2B SDKs ask for by default: `base` (e2b) and `code-interpreter-v1` (e2b_code_interpreter).
 DEFAULT_TEMPLATES = "base,code-interpreter"
 
 
-def ensure_template(store: TemplateStore, name: str = DEFAULT_TEMPLATE) -> None:
-    load_recipe(name)  # UnknownRecipe for a name no recipe has
-    if is_current(store.get(name), source_fingerprint(recipe_path(name))):
-        return
-    console.print(f"template [bold]{name}[/bold] is missing or older than this checkout: building it")
-    build_with_progress(name, store)
-
-
 def kill_all_sandboxes(data_dir: Path, redis_url: str) -> None:
-    async def run() -> None:
-        # Killing needs no guest or accelerator: either runtime's sandboxes go.
-        runtimes: list[Runtime] = [GVisorRuntime(data_dir), MicroVMRuntime(data_dir, data_dir, accel="tcg")]
-        egress = EgressTable()
-        for runtime in runtimes:
-            for sandbox in await runtime.list():
-                await runtime.kill(sandbox.sandbox_id)
-                await egress.remove(sandbox.slot)
-            for sandbox_id in await runtime.leftovers():
-                await runtime.kill(sandbox_id)
-        # Volumes stay (their images), unmounted: the next node agent mounts them again.
-        await VolumeDisks(data_dir / "volumes").unmount_all()
-        await clear_sandbox_records(redis_url)
+    """The node's own cleanup (services/nodeagent/cleanup.py), as a process of its own."""
+    subprocess.run(
+        [sys.executable, "-m", "corral_services.nodeagent.cleanup", str(data_dir), redis_url], check=False
+    )
 
-    asyncio.run(run())
+
+def follow_template_builds(stack: LocalStack, names: list[str], since: float) -> list[str]:
+    """Shows the node agent's builds of Corral's templates until they end; what failed."""
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("checking templates", total=None)
+
+        def show(name: str, entry: BuildLogEntry) -> None:
+            progress.update(task, description=f"building {name}: {entry.message[:100]}")
+            if entry.level != "debug" and not console.is_terminal:
+                console.print(f"building {name}: {entry.message}", highlight=False)
+
+        return asyncio.run(
+            wait_for_templates(stack.config.redis_url, stack.config.node_id, names, since, show)
+        )
 
 
 def tls_banner(domain: str, port: int, ca: Path) -> str:
@@ -112,6 +107,11 @@ def up(
     """Start NATS, Redis, the four services and the base template; print the E2B env vars."""
     # A wildcard directly under `localhost` is refused by TLS clients: one level more.
     domain = domain or ("sandbox.localhost" if tls else "localhost")
+    names = list(dict.fromkeys([DEFAULT_TEMPLATE, *(t.strip() for t in templates.split(",") if t.strip())]))
+    unknown = [name for name in names if not (RECIPES_DIR / f"{name}.toml").is_file()]
+    if unknown:
+        console.print(f"[red]no template recipe {', '.join(unknown)} in {RECIPES_DIR}[/red]")
+        raise typer.Exit(1)
     config = StackConfig(
         data_dir=data_dir,
         api_port=api_port,
@@ -121,22 +121,16 @@ def up(
         domain=domain,
         tls_port=tls_port if tls else None,
         template_dir=template_dir,
+        # The node agent builds Corral's own templates that are missing or stale.
+        extra_env={"CORRAL_BUILTIN_TEMPLATES": ",".join(names)},
     )
-    try:
-        store = TemplateStore(template_dir or data_dir / "templates")
-        for name in dict.fromkeys(
-            [DEFAULT_TEMPLATE, *(t.strip() for t in templates.split(",") if t.strip())]
-        ):
-            ensure_template(store, name)
-    except (BuildError, UnknownRecipe) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     stack = LocalStack(config)
     supervisor = Supervisor(stack, status_path(data_dir), report=_report)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
+        started = time.time()
         with console.status("starting nats, redis and the services"):
             stack.start_infrastructure()
             stack.start_services()
@@ -145,6 +139,12 @@ def up(
             stack.start_service("scheduler", label="scheduler-2")
             asyncio.run(stack.dev_api_key())
         supervisor.start()
+        failed = follow_template_builds(stack, names, started)
+        if failed:
+            console.print(
+                f"[red]building {', '.join(failed)} failed: see {stack.log_dir}/nodeagent.log[/red]"
+            )
+            raise typer.Exit(1)
         text = exports(stack.client_env())
         if env_file is not None:
             env_file.write_text(text + "\n")

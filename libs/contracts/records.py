@@ -132,6 +132,7 @@ class NodeRecord(msgspec.Struct, kw_only=True):
     content_url: str = ""
     holds_volumes: bool = False
     builds_templates: bool = False  # template builds run in sandboxes of its runtime
+    templates_pending: list[str] = []  # Corral's own templates it is still building
 
     @property
     def free_slots(self) -> int:

@@ -60,6 +60,7 @@ from .sandbox_metrics import MetricsSampler
 from .settings import NodeSettings
 from .slots import NoFreeSlot, Slots
 from .template_snapshots import TemplateSnapshots
+from .templates.builtin import BuiltinTemplates
 from .templates.store import TemplateStore
 from .volumes.service import Volumes, VolumeUnavailable, volume_ids
 
@@ -104,6 +105,7 @@ class NodeAgent:
         )
         self.distribution = TemplateDistribution(settings.node_id, runtime.name, self.templates, store)
         self.content = ContentServer(settings)
+        self.builtins = BuiltinTemplates(settings.builtin_template_names, self.templates, store)
         self.metrics = MetricsSampler(self.running, self._http, self.checkpoints.busy)
         self._tasks: list[asyncio.Task[None]] = []
         self._status = NODE_STARTING
@@ -112,6 +114,7 @@ class NodeAgent:
         return subjects.node_subject(self.settings.node_id, verb)
 
     async def start(self) -> None:
+        await self.builtins.check()
         await self.egress.start()
         await self.volumes.start()
         await self.distribution.start()
@@ -151,6 +154,8 @@ class NodeAgent:
             asyncio.create_task(self._every(METRICS_EVERY_S, self.metrics.sample_all)),
             asyncio.create_task(self._every(self.settings.heartbeat_s, self.distribution.sync)),
         ]
+        if self.builtins.pending:
+            self._tasks.append(asyncio.create_task(self.builtins.build_pending(self.heartbeat)))
         if self.settings.pool_max > 0:
             self._tasks.append(asyncio.create_task(self.pool.run()))
         log.info("node %s ready (%s runtime)", self.settings.node_id, self.runtime.name)
@@ -276,6 +281,7 @@ class NodeAgent:
                 content_url=self.content.url,
                 holds_volumes=self.runtime.supports_volumes,
                 builds_templates=self.builds.available,
+                templates_pending=list(self.builtins.pending),
                 status=self._status,
             )
         )

@@ -62,6 +62,9 @@ class NodeSettings(msgspec.Struct):
     content_host: str = "127.0.0.1"
     content_port: int = 0
     content_advertise_host: str = ""
+    # Corral's own templates (recipes in templates/, comma-separated) this node builds when
+    # they are missing or stale (`corral up` sets it).
+    builtin_templates: str = ""
     # Template builds: each step's time limit, and where build steps may connect (the
     # package registries; `*.domain` patterns), everything else denied.
     build_step_timeout_s: float = 1800.0
@@ -101,6 +104,10 @@ class NodeSettings(msgspec.Struct):
     def pooled_templates(self) -> set[str] | None:
         names = {name.strip() for name in self.pool_templates.split(",") if name.strip()}
         return names or None
+
+    @property
+    def builtin_template_names(self) -> list[str]:
+        return list(dict.fromkeys(n.strip() for n in self.builtin_templates.split(",") if n.strip()))
 
     @property
     def template_root(self) -> Path:

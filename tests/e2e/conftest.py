@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from corral_libs.cli.up import ensure_template, kill_all_sandboxes
 from corral_libs.stack import LocalStack, StackConfig, free_port
 from corral_libs.state import Store
+from corral_services.nodeagent.cleanup import kill_all_sandboxes
 from corral_services.nodeagent.pool import CLONE_MEMORY_MB
+from corral_services.nodeagent.templates.builtin import ensure_template
 from corral_services.nodeagent.templates.store import TemplateStore
 from tests.harness.corral_up import TEMPLATE_DIR
 from tests.harness.testnet import TestNet, running_testnet

@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from corral_libs.cli.up import ensure_template, kill_all_sandboxes
 from corral_libs.contracts import keys
 from corral_libs.contracts.records import NODE_DOWN
 from corral_libs.stack import LocalStack, StackConfig
 from corral_libs.state import Store
+from corral_services.nodeagent.cleanup import kill_all_sandboxes
+from corral_services.nodeagent.templates.builtin import ensure_template
 from corral_services.nodeagent.templates.store import TemplateStore
 from tests.e2e.conftest import TEMPLATE_DIR, stack_available
 from tests.harness.testnet import EGRESS_SAFETY_NET

@@ -116,7 +116,10 @@ class TemplateRoutes:
         builds = await self._store.template_builds(template_id)
         owner = record.owner if record is not None else (builds[-1].owner if builds else None)
         if owner == "":
-            raise ApiError(403, f"template '{name}' is provided by Corral (managed with `corral template`)")
+            raise ApiError(
+                403,
+                f"template '{name}' is one of Corral's own (built by the node agents from its recipe in templates/)",
+            )
         if owner != key.key_hash:
             return None
         message = DeleteTemplateRequest(template_id=template_id, owner=key.key_hash)
