@@ -116,10 +116,8 @@ class TemplateRoutes:
         builds = await self._store.template_builds(template_id)
         owner = record.owner if record is not None else (builds[-1].owner if builds else None)
         if owner == "":
-            raise ApiError(
-                403,
-                f"template '{name}' is one of Corral's own (built by the node agents from its recipe in templates/)",
-            )
+            own = f"template '{name}' is one of Corral's own (node agents build it from its recipe)"
+            raise ApiError(403, own)
         if owner != key.key_hash:
             return None
         message = DeleteTemplateRequest(template_id=template_id, owner=key.key_hash)
