@@ -266,10 +266,20 @@ class BuildStep(msgspec.Struct, kw_only=True, frozen=True):
     force: bool = False  # run it (and everything after it) even if cached
 
 
-class BuildSpec(msgspec.Struct, kw_only=True, frozen=True):
-    """What to build: a base (a Corral template) and the steps on top of it."""
+class RegistryAuth(msgspec.Struct, kw_only=True, frozen=True):
+    """Credentials for a private registry (E2B's `fromImageRegistry` of type `registry`)."""
 
-    from_template: str  # the base template's id (resolved by the API)
+    username: str
+    password: str
+
+
+class BuildSpec(msgspec.Struct, kw_only=True, frozen=True):
+    """What to build: a base (a Corral template, or an image from a registry) and the steps
+    on top of it."""
+
+    from_template: str = ""  # the base template's id (resolved by the API)
+    from_image: str = ""  # an image reference (`registry/name:tag` or `@sha256:...`)
+    registry_auth: RegistryAuth | None = None
     steps: list[BuildStep] = []
     force: bool = False
     start_cmd: str | None = None

@@ -12,6 +12,8 @@ SNAPSHOT_DEFAULT_TAG = "default"  # the tag of a snapshot named without one
 NODE_STARTING = "starting"  # heart-beating, still adopting what its predecessor ran
 NODE_READY = "ready"
 NODE_DOWN = "down"
+# Its agent stopped cleanly (its sandboxes run on, for the next agent): nothing is placed there.
+NODE_STOPPED = "stopped"
 
 
 class EgressPolicy(msgspec.Struct, kw_only=True, frozen=True):

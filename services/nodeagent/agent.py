@@ -4,6 +4,7 @@ templates into Redis, and keeps the host's sandboxes and the records of them in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -41,6 +42,7 @@ from corral_libs.contracts.messages import (
 from corral_libs.contracts.records import (
     NODE_READY,
     NODE_STARTING,
+    NODE_STOPPED,
     NodeRecord,
 )
 from corral_libs.state import Store
@@ -161,6 +163,9 @@ class NodeAgent:
         log.info("node %s ready (%s runtime)", self.settings.node_id, self.runtime.name)
 
     async def stop(self) -> None:
+        self._status = NODE_STOPPED
+        with contextlib.suppress(Exception):  # Redis may be gone first
+            await self.heartbeat()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -65,6 +65,9 @@ class NodeSettings(msgspec.Struct):
     # Corral's own templates (recipes in templates/, comma-separated) this node builds when
     # they are missing or stale (`corral up` sets it).
     builtin_templates: str = ""
+    # Registries (host:port, comma-separated) that template builds may pull images from
+    # over plain HTTP (a registry on the node's own network); all others need TLS.
+    insecure_registries: str = ""
     # Template builds: each step's time limit, and where build steps may connect (the
     # package registries; `*.domain` patterns), everything else denied.
     build_step_timeout_s: float = 1800.0

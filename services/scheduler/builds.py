@@ -63,7 +63,7 @@ class BuildHandlers:
         if node is None or node not in self._builders([node]):
             # The chosen node went away: the uploaded files are on it, so the build cannot move.
             raise Refused(503, f"node {build.node_id}, which holds the build's files, is not available")
-        if request.spec.from_template not in node.templates:
+        if request.spec.from_template and request.spec.from_template not in node.templates:
             raise Refused(409, f"template '{request.spec.from_template}' is not on node {node.node_id} yet")
         message = NodeBuildRequest(
             template_id=request.template_id, build_id=request.build_id, spec=request.spec

@@ -22,6 +22,8 @@ from corral_services.nodeagent.pool import CLONE_MEMORY_MB
 from corral_services.nodeagent.templates.builtin import ensure_template
 from corral_services.nodeagent.templates.store import TemplateStore
 from tests.harness.corral_up import TEMPLATE_DIR
+from tests.harness.registry import Registry, running_registry
+from tests.harness.registry import available as registry_available
 from tests.harness.testnet import TestNet, running_testnet
 
 # Node agents on one host need disjoint network slots; tests stay clear of `corral up`'s.
@@ -68,7 +70,16 @@ def testnet() -> Iterator[TestNet]:
 
 
 @pytest.fixture(scope="session")
-def stack(testnet: TestNet) -> Iterator[LocalStack]:
+def registry() -> Iterator[Registry]:
+    """An image registry on loopback holding a test image (test_template_builds.py)."""
+    if not registry_available():
+        pytest.skip("needs docker-registry, htpasswd, skopeo, umoci and busybox (scripts/install.sh)")
+    with running_registry() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def stack(testnet: TestNet, registry: Registry) -> Iterator[LocalStack]:
     # gVisor, named: on a host with working KVM `auto` would pick microVMs (test_microvm.py).
     env = {
         "CORRAL_SLOT_BASE": TEST_SLOT_BASE,
@@ -78,6 +89,8 @@ def stack(testnet: TestNet) -> Iterator[LocalStack]:
         # A pool that remembers bursts briefly, within a small budget (test_warm_pool.py).
         "CORRAL_POOL_PEAK_HORIZON_S": str(POOL_PEAK_HORIZON_S),
         "CORRAL_POOL_MEMORY_MB": str(POOL_BUDGET_CLONES * CLONE_MEMORY_MB),
+        # Template builds pull from the test registry, which speaks plain HTTP.
+        "CORRAL_INSECURE_REGISTRIES": registry.address,
         **testnet.node_env(),
     }
     # HTTPS beside HTTP, under a domain that TLS clients accept a wildcard for.

@@ -22,6 +22,7 @@ from e2b.exceptions import BuildException
 from corral_libs.contracts.records import NodeRecord
 from corral_libs.state import Store
 from tests.harness.corral_up import TEMPLATE_DIR
+from tests.harness.registry import PASSWORD, USERNAME
 
 from .test_other_clients import NODE_DIR, _run
 
@@ -224,3 +225,51 @@ def test_a_template_built_once_reaches_every_node(stack, conn):
         delete_template(conn, template)
         stack.stop_service("nodeagent2")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_from_image_pulls_unpacks_and_adds_envd(stack, conn, registry):
+    """A two-layer busybox image from a password-protected registry: the second layer's
+    whiteout is honoured, the image's environment kept, the sandbox user added and envd (with
+    its own Python) run in a root that has no Python or libc of its own."""
+    template = name("image")
+    built = (
+        Template()
+        .from_image(registry.image, username=USERNAME, password=PASSWORD)
+        .run_cmd("echo built in the image > /home/user/built.txt")
+    )
+    try:
+        Template.build(built, template, **conn)
+        sbx = Sandbox.create(template, **conn)
+        try:
+            run = sbx.commands.run
+            assert sbx.files.read("/etc/layer-one.txt") == "one\n"
+            assert sbx.files.read("/etc/layer-two.txt") == "two\n"
+            assert not sbx.files.exists("/etc/removed.txt")
+            assert sbx.files.read("/home/user/built.txt") == "built in the image\n"
+            assert run("whoami").stdout == "user\n"
+            assert run("echo $GREETING").stdout == "from the image\n"
+            assert not sbx.files.exists("/usr/bin/python3")
+        finally:
+            sbx.kill()
+    finally:
+        delete_template(conn, template)
+
+
+@pytest.mark.parametrize(
+    ("reference", "password", "expected"),
+    [
+        ("{image}", "wrong-password", "unauthorized"),
+        ("{address}/corral/busybox:no-such-tag", PASSWORD, "no such image or tag"),
+    ],
+)
+def test_from_image_failures_say_why(stack, conn, registry, reference, password, expected):
+    template = name("badimage")
+    image = reference.format(image=registry.image, address=registry.address)
+    try:
+        with pytest.raises(BuildException) as caught:
+            Template.build(
+                Template().from_image(image, username=USERNAME, password=password), template, **conn
+            )
+        assert expected in str(caught.value)
+    finally:
+        delete_template(conn, template)

@@ -108,7 +108,16 @@ async def test_bad_input_is_a_clear_4xx(api):
     body = await request_build(client, alice, "mine")
     path = f"/v2/templates/{body['templateID']}/builds/{body['buildID']}"
     starts = [
-        ({"fromImage": "ubuntu:22.04", "steps": []}, 400, "pulling other images"),
+        (
+            {
+                "fromImage": "ubuntu:22.04",
+                "fromImageRegistry": {"type": "aws", "awsRegion": "x"},
+                "steps": [],
+            },
+            400,
+            "type 'aws' is not supported",
+        ),
+        ({"fromImage": "x", "fromTemplate": "base"}, 400, "not both"),
         ({"fromTemplate": "nope", "steps": []}, 400, "base template 'nope' not found"),
         ({"steps": []}, 400, "fromTemplate or fromImage is required"),
         (

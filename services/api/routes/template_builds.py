@@ -24,6 +24,7 @@ from corral_libs.contracts.messages import (
     BuildSpec,
     BuildStep,
     PlaceBuildRequest,
+    RegistryAuth,
     StartBuildRequest,
 )
 from corral_libs.contracts.records import (
@@ -278,9 +279,11 @@ class TemplateBuildRoutes:
         assert isinstance(body, BuildStartBody)
         if build.status != BUILD_WAITING:
             raise ApiError(409, f"build '{build.build_id}' was started already ({build.status})")
-        base = await self._base_template(body, key)
+        from_template, from_image, registry_auth = await self._base(body, key)
         spec = BuildSpec(
-            from_template=base,
+            from_template=from_template,
+            from_image=from_image,
+            registry_auth=registry_auth,
             steps=[
                 BuildStep(type=s.type, args=s.args, files_hash=s.files_hash, force=bool(s.force))
                 for s in body.steps
@@ -297,26 +300,19 @@ class TemplateBuildRoutes:
         await ask(self._bus, subjects.START_BUILD, message, BuildReply, REQUEST_TIMEOUT_S)
         return Response(status_code=202)
 
-    async def _base_template(self, body: BuildStartBody, key: ApiKeyRecord) -> str:
+    async def _base(self, body: BuildStartBody, key: ApiKeyRecord) -> tuple[str, str, RegistryAuth | None]:
+        """(base template id, image reference, registry credentials): one of the first two."""
         if body.from_template and body.from_image:
             raise ApiError(400, "give fromTemplate or fromImage, not both")
-        if body.from_image and not body.from_template:
-            if body.from_image not in BASE_IMAGES:
-                raise ApiError(
-                    400,
-                    f"fromImage '{body.from_image}': Corral builds on its templates (fromTemplate, "
-                    "or E2B's base image e2bdev/base); pulling other images from registries is not "
-                    "supported yet",
-                )
-            name = "base"
-        elif body.from_template:
-            name = body.from_template
-        else:
+        if not (body.from_template or body.from_image):
             raise ApiError(400, "fromTemplate or fromImage is required")
+        if body.from_image and body.from_image not in BASE_IMAGES:
+            return "", body.from_image, _registry_auth(body.from_image_registry)
+        name = body.from_template or "base"  # E2B's base image is Corral's base template
         record = await self._store.template(name)
         if record is None or not (record.public or record.owner == key.key_hash):
             raise ApiError(400, f"base template '{name}' not found")
-        return record.template_id
+        return record.template_id, "", None
 
     async def status(self, request: Request) -> Response:
         """`GET /templates/{id}/builds/{buildID}/status`: the state and the log entries
@@ -367,6 +363,22 @@ class TemplateBuildRoutes:
         else:
             chosen = [e for e in chosen if not cursor or e.timestamp * 1000 <= cursor][-limit:][::-1]
         return JSONResponse({"logs": [log_entry_body(e) for e in chosen]})
+
+
+def _registry_auth(given: dict[str, object] | None) -> RegistryAuth | None:
+    """E2B's `fromImageRegistry`: user and password for a registry; cloud registries' own
+    credentials (AWS, GCP) need their token exchanges, which Corral does not do."""
+    if not given:
+        return None
+    kind = given.get("type")
+    if kind != "registry":
+        raise ApiError(
+            400, f"fromImageRegistry type '{kind}' is not supported: give a registry user and password"
+        )
+    username, password = given.get("username"), given.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise ApiError(400, "fromImageRegistry needs username and password")
+    return RegistryAuth(username=username, password=password)
 
 
 def _int_query(request: Request, name: str, default: int, low: int, high: int = 2**31) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import json
 import logging
 import shutil
@@ -45,8 +44,10 @@ from ..templates.build import host_mirror
 from ..templates.store import TemplateManifest, TemplateStore
 from . import layers as layer_fs
 from . import start_script
+from .bases import PROVISION_SCRIPT, SANDBOX_USER, Base, BaseUnavailable, image_base, template_base
 from .build_log import TAIL_LINES, BuildLog
 from .files import BuildFiles
+from .images import ImageStore
 from .layers import LayerError, LayerStore
 from .steps import (
     BUILD_DIR,
@@ -102,6 +103,8 @@ class TemplateBuilds:
         data = Path(settings.data_dir)
         self.files = BuildFiles(data / "build-files", settings.node_id, store)
         self.layers = LayerStore(templates.root / ".layers")
+        insecure = {name.strip() for name in settings.insecure_registries.split(",") if name.strip()}
+        self.images = ImageStore(templates.root / ".images", insecure)
         self._active = data / "builds-active"
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._turns = asyncio.Semaphore(BUILDS_AT_ONCE)
@@ -143,8 +146,11 @@ class TemplateBuilds:
             validate(request.spec.steps)
         except InvalidStep as exc:
             return BuildReply(error=Failure(status=400, message=str(exc)))
-        if self._templates.get(request.spec.from_template) is None:
-            message = f"template '{request.spec.from_template}' is not on node {self._settings.node_id}"
+        spec = request.spec
+        if not (spec.from_template or spec.from_image):
+            return BuildReply(error=Failure(status=400, message="a build needs a base template or image"))
+        if spec.from_template and self._templates.get(spec.from_template) is None:
+            message = f"template '{spec.from_template}' is not on node {self._settings.node_id}"
             return BuildReply(error=Failure(status=409, message=message))
         task = asyncio.create_task(self._build(request))
         self._tasks[request.build_id] = task
@@ -201,19 +207,39 @@ class TemplateBuilds:
         record.finished_at = record.updated_at = time.time()
         await self._store.save_build(record)
 
+    async def _base(self, request: NodeBuildRequest, out: BuildLog) -> Base:
+        spec = request.spec
+        try:
+            if spec.from_image:
+                return await image_base(
+                    self.images, spec, self._templates.root, lambda m: out(m, step="base")
+                )
+            parent = self._templates.get(spec.from_template)
+            if parent is None:
+                raise BaseUnavailable(f"template '{spec.from_template}' is not on this node")
+            return template_base(self._templates, parent)
+        except BaseUnavailable as exc:
+            raise BuildFailed(str(exc), "base") from None
+
     async def _run(self, request: NodeBuildRequest, record: TemplateBuildRecord, out: BuildLog) -> None:
         spec = request.spec
-        parent = self._templates.get(spec.from_template)
-        if parent is None:
-            raise BuildFailed(f"template '{spec.from_template}' is not on this node", "base")
-        out(
-            f"Building {record.name} from template {parent.template_id} (build {parent.build_id})",
-            step="base",
-        )
-        home = "/root" if parent.user == "root" else f"/home/{parent.user}"
-        state = StepState(user=parent.user, workdir=parent.workdir or home, env=dict(parent.env_vars))
-        chain = hashlib.sha256(f"template:{parent.template_id}:{parent.build_id}".encode()).hexdigest()
+        base = await self._base(request, out)
+        out(f"Building {record.name} from {base.describe}", step="base")
+        state = StepState(user=base.user, workdir=base.workdir, env=dict(base.env))
+        chain = base.key
         layers: list[str] = []
+        if base.needs_provisioning:
+            provision = BuildStep(type="RUN", args=[PROVISION_SCRIPT, "root"])
+            key = chain_key(chain, provision, state)
+            cached = None if spec.force else self.layers.cached(key)
+            out(
+                "Adding the sandbox user" if cached is None else "CACHED Adding the sandbox user", step="base"
+            )
+            if cached is None:
+                cached = await self._run_step(record, base, layers, provision, state, key, "base", out)
+            layers.append(cached)
+            chain = cached
+            state = StepState(user=SANDBOX_USER, workdir=f"/home/{SANDBOX_USER}", env=state.env)
         count = len(spec.steps)
         for index, step in enumerate(spec.steps, 1):
             tag = str(index)
@@ -229,20 +255,23 @@ class TemplateBuilds:
                     self.layers.touch(cached)
                 else:
                     out(shown, step=tag)
-                    cached = await self._run_step(record, parent, layers, step, state, key, tag, out)
+                    cached = await self._run_step(record, base, layers, step, state, key, tag, out)
                 layers.append(cached)
                 chain = cached
             state = state.after(step)
         out("Finalizing the template", step="finalize")
-        manifest = await self._install(record, spec.start_cmd, spec.ready_cmd, parent, layers, state)
-        if spec.ready_cmd:
-            out(f"Waiting for the ready command: {spec.ready_cmd}", step="finalize")
+        manifest = await self._install(record, spec.start_cmd, spec.ready_cmd, base, layers, state)
+        if manifest.ready_cmd:
+            out(f"Waiting for the ready command: {manifest.ready_cmd}", step="finalize")
         try:
             await self._snapshots.ensure(manifest, raise_errors=True)
         except AppNotReady as exc:
             await asyncio.to_thread(self._templates.roll_back, manifest.template_id, manifest.build_id)
             raise BuildFailed(str(exc), "finalize") from None
         except Exception as exc:
+            if spec.from_image:  # envd must start in it: a template it does not is no template
+                await asyncio.to_thread(self._templates.roll_back, manifest.template_id, manifest.build_id)
+                raise BuildFailed(f"a sandbox of the image did not start: {exc}", "finalize") from None
             # The template works without its snapshot (sandboxes boot instead of restoring).
             out(f"the template's snapshot could not be taken ({exc}); its sandboxes will boot", level="warn")
         await self._store.save_template(template_record(manifest))
@@ -250,7 +279,7 @@ class TemplateBuilds:
     async def _run_step(
         self,
         record: TemplateBuildRecord,
-        parent: TemplateManifest,
+        base: Base,
         layers: list[str],
         step: BuildStep,
         state: StepState,
@@ -258,9 +287,10 @@ class TemplateBuilds:
         tag: str,
         out: BuildLog,
     ) -> str:
-        found = self._templates.find_build(parent.template_id, parent.build_id)
-        if found is None:
-            raise BuildFailed(f"template {parent.template_id} build {parent.build_id} is gone", tag)
+        try:
+            base_rootfs = base.rootfs()
+        except BaseUnavailable as exc:
+            raise BuildFailed(str(exc), tag) from None
         files: tuple[tuple[str, str], ...] = ()
         if step.type == "COPY":
             assert step.files_hash is not None
@@ -275,8 +305,9 @@ class TemplateBuilds:
             tail.append(line)
             out(line, step=tag)
 
+        shown = "adding the sandbox user" if tag == "base" else label(step)
         try:
-            lowers = [self.layers.upper(layer) for layer in reversed(layers)] + [found[1] / "rootfs"]
+            lowers = [self.layers.upper(layer) for layer in reversed(layers)] + [base_rootfs]
             try:
                 merged = await asyncio.to_thread(layer_fs.mount, work, lowers)
             except LayerError as exc:
@@ -294,7 +325,7 @@ class TemplateBuilds:
             )
             code = await self._in_sandbox(job, on_line, tag)
             if code != 0:
-                raise BuildFailed(f"step {tag} ({label(step)}) failed with exit code {code}", tag, list(tail))
+                raise BuildFailed(f"step {tag} ({shown}) failed with exit code {code}", tag, list(tail))
             await asyncio.to_thread(layer_fs.unmount, merged)
             await asyncio.to_thread(_drop_mount_points, work / "upper")
             await asyncio.to_thread(self.layers.commit, key, layer_id, work)
@@ -332,24 +363,25 @@ class TemplateBuilds:
         record: TemplateBuildRecord,
         start_cmd: str | None,
         ready_cmd: str | None,
-        parent: TemplateManifest,
+        base: Base,
         layers: list[str],
         state: StepState,
     ) -> TemplateManifest:
-        found = self._templates.find_build(parent.template_id, parent.build_id)
-        if found is None:
-            raise BuildFailed(f"template {parent.template_id} build {parent.build_id} is gone", "finalize")
+        try:
+            base_rootfs = base.rootfs()
+        except BaseUnavailable as exc:
+            raise BuildFailed(str(exc), "finalize") from None
         await asyncio.to_thread(self._templates.root.mkdir, parents=True, exist_ok=True)
         work = Path(
             await asyncio.to_thread(tempfile.mkdtemp, f"-{record.build_id}", ".build-", self._templates.root)
         )
         try:
-            uppers = [self.layers.upper(layer) for layer in layers]
+            uppers = [self.layers.upper(layer) for layer in layers] + base.overlays
             try:
-                await asyncio.to_thread(layer_fs.flatten, found[1] / "rootfs", uppers, work / "rootfs")
+                await asyncio.to_thread(layer_fs.flatten, base_rootfs, uppers, work / "rootfs")
             except (LayerError, OSError) as exc:
                 raise BuildFailed(f"assembling the template failed: {exc}", "finalize") from None
-            init = parent.init
+            init = base.init
             if start_cmd:
                 try:
                     init = await asyncio.to_thread(
@@ -360,7 +392,7 @@ class TemplateBuilds:
                         user=state.user,
                         workdir=state.workdir,
                         env=state.env,
-                        services_init=parent.services_init,
+                        services_init=base.services_init,
                     )
                 except (ValueError, OSError) as exc:
                     raise BuildFailed(f"installing the start command failed: {exc}", "finalize") from None
@@ -369,22 +401,22 @@ class TemplateBuilds:
                 template_id=record.template_id,
                 aliases=names,
                 build_id=record.build_id,
-                envd_version=parent.envd_version,
+                envd_version=base.envd_version,
                 cpu_count=record.cpu_count,
                 memory_mb=record.memory_mb,
-                disk_mb=parent.disk_mb,
+                disk_mb=base.disk_mb,
                 user=state.user,
                 init=init,
                 built_at=time.time(),
-                services=parent.services,
+                services=base.services,
                 runtimes=[self._runtime.name],
                 owner=record.owner,
                 names=[record.name],
                 workdir=state.workdir,
                 env_vars=state.env,
-                start_cmd=start_cmd if start_cmd else parent.start_cmd,
-                ready_cmd=ready_cmd if (ready_cmd or start_cmd) else parent.ready_cmd,
-                base_init=parent.services_init,
+                start_cmd=start_cmd if start_cmd else base.start_cmd,
+                ready_cmd=ready_cmd if (ready_cmd or start_cmd) else base.ready_cmd,
+                base_init=base.services_init,
             )
             await asyncio.to_thread(
                 (work / "template.json").write_text, json.dumps(manifest.to_dict(), indent=2)

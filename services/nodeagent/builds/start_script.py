@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from ..app_ready import START_LOG
+from .steps import BECOME_USER
 
 SCRIPT_DIR = "/opt/corral/bin"
 
@@ -36,22 +37,22 @@ def write(
     services_init: list[str],
 ) -> list[str]:
     """Writes the script; the template's new init."""
-    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
-    name = user.split(":")[0]
-    script = f"""#!/bin/sh
-# The template's start command, then envd and the template's services. tini -g passes
-# SIGUSR1 (listen again, after a restore) to the whole group: ignored here and by the command.
-trap '' USR1
-(
-  {exports.replace(chr(10), chr(10) + "  ").rstrip()}
-  cd {shlex.quote(workdir)} 2>/dev/null || cd /
-  home=$(getent passwd {shlex.quote(name)} | cut -d: -f6)
-  export HOME="${{home:-/}}" USER={shlex.quote(name)} LOGNAME={shlex.quote(name)}
-  exec setpriv --reuid={shlex.quote(name)} --regid={shlex.quote(name)} --init-groups \\
-    /bin/sh -c {shlex.quote(start_cmd)}
-) >>{START_LOG} 2>&1 </dev/null &
-exec {shlex.join(services_argv(services_init))}
-"""
+    exports = "".join(f"  export {name}={shlex.quote(value)}\n" for name, value in env.items())
+    script = (
+        "#!/bin/sh\n"
+        "# The template's start command, then envd and the template's services. tini -g passes\n"
+        "# SIGUSR1 (listen again, after a restore) to the whole group: ignored here and by it.\n"
+        "trap '' USR1\n"
+        + BECOME_USER
+        + "(\n"
+        + exports
+        + f"  cd {shlex.quote(workdir)} 2>/dev/null || cd /\n"
+        + "  shell=/bin/sh\n"
+        + "  [ -x /bin/bash ] && shell=/bin/bash\n"
+        + f'  become {shlex.quote(user)} "$shell" {shlex.quote(start_cmd)}\n'
+        + f") >>{START_LOG} 2>&1 </dev/null &\n"
+        + f"exec {shlex.join(services_argv(services_init))}\n"
+    )
     directory = rootfs
     for part in Path(SCRIPT_DIR.lstrip("/")).parts:
         directory = directory / part
@@ -66,4 +67,5 @@ exec {shlex.join(services_argv(services_init))}
     fd = os.open(directory / f"start-{build_id}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
     with os.fdopen(fd, "w") as handle:
         handle.write(script)
-    return ["/usr/bin/tini", "-s", "-g", "--", script_path(build_id)]
+    tini = services_init[0] if services_init and services_init[0].endswith("/tini") else "/usr/bin/tini"
+    return [tini, "-s", "-g", "--", script_path(build_id)]

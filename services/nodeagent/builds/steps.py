@@ -87,18 +87,33 @@ fi
 cd "$workdir"
 """
 
+# `become USER[:GROUP] SHELL COMMAND`: runs the command as that user, with its HOME, using
+# only what minimal images have (util-linux's setpriv where it is, else su; no getent).
+BECOME_USER = r"""
+become() {
+  name="${1%%:*}"; group="${1##*:}"; home=""
+  while IFS=: read -r entry _ _ _ _ dir _; do
+    if [ "$entry" = "$name" ]; then home="$dir"; fi
+  done < /etc/passwd
+  [ -n "$home" ] || { echo "user '$name' does not exist in this template" >&2; exit 126; }
+  export HOME="$home" USER="$name" LOGNAME="$name"
+  if setpriv --help 2>&1 | grep -q -- --reuid; then
+    exec setpriv --reuid="$name" --regid="$group" --init-groups "$2" -c "$3"
+  fi
+  exec su -s "$2" "$name" -c "$3"
+}
+"""
+
 RUN_SCRIPT = (
     _PRELUDE
+    + BECOME_USER
     + r"""
 shell=/bin/sh
 [ -x /bin/bash ] && shell=/bin/bash
 if [ "$user" = root ] || [ "$user" = 0 ]; then
   exec "$shell" -c "$1"
 fi
-home=$(getent passwd "${user%%:*}" | cut -d: -f6)
-[ -n "$home" ] || { echo "user '${user%%:*}' does not exist in this template" >&2; exit 126; }
-export HOME="$home" USER="${user%%:*}" LOGNAME="${user%%:*}"
-exec setpriv --reuid="${user%%:*}" --regid="${user##*:}" --init-groups "$shell" -c "$1"
+become "$user" "$shell" "$1"
 """
 )
 
