@@ -244,6 +244,7 @@ class NodeAgent:
         images = await self.store.node_snapshot_images(self.settings.node_id)
         in_use = await self.checkpoints.collect_images(images)
         await asyncio.to_thread(self.templates.collect_old_builds, OLD_BUILD_KEEP_S, in_use)
+        await self.builds.collect()
         now = time.time()
         for sandbox_id in running - recorded - self.pool.sandbox_ids:
             # No creation time: a restore or boot of this process still under way (whatever

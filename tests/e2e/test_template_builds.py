@@ -273,3 +273,30 @@ def test_from_image_failures_say_why(stack, conn, registry, reference, password,
         assert expected in str(caught.value)
     finally:
         delete_template(conn, template)
+
+
+def test_dockerfile(stack, conn, tmp_path):
+    """`Template.from_dockerfile`: the SDK turns it into steps (E2B's base image is Corral's base)."""
+    (tmp_path / "note.txt").write_text("copied by the Dockerfile\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM e2bdev/base\n"
+        "ENV GREETING=dockerfile\n"
+        "WORKDIR /home/user/work\n"
+        "COPY note.txt .\n"
+        "RUN echo $GREETING > built.txt\n"
+        "USER user\n"
+    )
+    template = name("dockerfile")
+    try:
+        built = Template(file_context_path=tmp_path).from_dockerfile(str(tmp_path / "Dockerfile"))
+        Template.build(built, template, **conn)
+        sbx = Sandbox.create(template, **conn)
+        try:
+            assert (
+                sbx.commands.run("cat note.txt built.txt").stdout == "copied by the Dockerfile\ndockerfile\n"
+            )
+            assert sbx.commands.run("pwd").stdout == "/home/user/work\n"
+        finally:
+            sbx.kill()
+    finally:
+        delete_template(conn, template)

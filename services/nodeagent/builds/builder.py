@@ -165,6 +165,15 @@ class TemplateBuilds:
     def remove_template(self, template_id: str) -> None:
         self.files.remove_template(template_id)
 
+    async def collect(self) -> None:
+        """Layers, pulled images and uploaded files no build used for a week go (not while
+        a build runs: it may be about to use them)."""
+        if self._tasks:
+            return
+        await asyncio.to_thread(self.layers.collect, LAYER_KEEP_S)
+        await asyncio.to_thread(self.images.collect, LAYER_KEEP_S)
+        await asyncio.to_thread(self.files.collect, LAYER_KEEP_S)
+
     async def _build(self, request: NodeBuildRequest) -> None:
         async with self._turns:
             record = await self._store.build(request.build_id)

@@ -9,6 +9,7 @@ import hmac
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -37,6 +38,18 @@ class BuildFiles:
 
     def remove_template(self, template_id: str) -> None:
         shutil.rmtree(self.root / template_id, ignore_errors=True)
+
+    def collect(self, older_than_s: float) -> None:
+        """Uploads older than `older_than_s` go (a build uses its files within minutes)."""
+        if not self.root.is_dir():
+            return
+        cutoff = time.time() - older_than_s
+        for template in self.root.iterdir():
+            for upload in template.iterdir():
+                if upload.stat().st_mtime < cutoff:
+                    upload.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                template.rmdir()  # only when empty
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/buildfiles/{template_id}/{files_hash}", self.endpoint, methods=["GET", "PUT"])]

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ class ImageStore:
             await self._fetch(reference, auth, ["--src-tls-verify=false"] if plain else [], target, log)
         else:
             log(f"Using {reference} ({digest}), pulled before")
+            await asyncio.to_thread(os.utime, target)
         config = json.loads((target / "config.json").read_text())
         env = dict(
             item.split("=", 1) for item in (config.get("config") or {}).get("Env") or [] if "=" in item
@@ -95,6 +97,15 @@ class ImageStore:
                     raise
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
+
+    def collect(self, older_than_s: float) -> None:
+        """Images no build pulled or used for `older_than_s` (and leftovers of pulls) go."""
+        if not self.root.is_dir():
+            return
+        cutoff = time.time() - older_than_s
+        for entry in self.root.iterdir():
+            if entry.name.startswith(".pull-") or entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _image_config(layout: Path) -> dict[str, object]:

