@@ -300,3 +300,17 @@ def test_dockerfile(stack, conn, tmp_path):
             sbx.kill()
     finally:
         delete_template(conn, template)
+
+
+def test_base_has_what_agents_need(stack, conn):
+    """E2B's base offers these: Node.js 22 with npm (Debian 12 ships 18), a C toolchain, git,
+    curl and sudo."""
+    sbx = Sandbox.create("base", **conn)
+    try:
+        run = sbx.commands.run
+        assert run("node --version").stdout.startswith("v22.")
+        assert run("npm --version && npx --version").exit_code == 0
+        assert run("gcc --version && make --version && git --version && curl --version").exit_code == 0
+        assert run("sudo -n true").exit_code == 0
+    finally:
+        sbx.kill()
