@@ -55,6 +55,11 @@ class NoResponders(BusError):
     """Nothing subscribes to the subject: the service is not running (an immediate answer)."""
 
 
+class NotTaken(BusError):
+    """No handler acknowledged the request: NATS gave it to a process in the instant that
+    process died. Nothing of it ran (handlers acknowledge before they start)."""
+
+
 class _Disconnects:
     """Tells waiting requests that the connection dropped: NATS delivers at most once, so a
     request (or its reply) in flight when the server went away is lost, and waiting out the
@@ -124,21 +129,31 @@ class Bus:
         (`NoResponders`), the handler's process died, or this connection dropped (NATS
         delivers at most once) are all a `BusError` at once, which callers answer with 503."""
         with tracer.start_as_current_span(f"request {subject}", kind=trace.SpanKind.CLIENT):
-            if not self.client.is_connected:
-                raise BusError(f"the message bus is reconnecting ({subject})")
-            headers: dict[str, str] = {WANTS_ACK: "1"}
-            propagate.inject(headers)
-            inbox = self.client.new_inbox()
-            replies = await self.client.subscribe(inbox, max_msgs=2)
-            dropped = asyncio.ensure_future(self._disconnects.current().wait())
             try:
-                await self.client.publish(subject, _encoder.encode(message), reply=inbox, headers=headers)
-                reply = await self._await_reply(subject, replies, dropped, timeout_s)
-            finally:
-                dropped.cancel()
-                with contextlib.suppress(Exception):
-                    await replies.unsubscribe()
-            return msgspec.json.decode(reply.data, type=reply_type)
+                return await self._request_once(subject, message, reply_type, timeout_s)
+            except NotTaken:
+                # Sent again once: by now NATS knows the dead process is gone, and another
+                # subscriber (a second replica, or the restarted service) takes it.
+                return await self._request_once(subject, message, reply_type, timeout_s)
+
+    async def _request_once(
+        self, subject: str, message: msgspec.Struct, reply_type: type[Rep], timeout_s: float
+    ) -> Rep:
+        if not self.client.is_connected:
+            raise BusError(f"the message bus is reconnecting ({subject})")
+        headers: dict[str, str] = {WANTS_ACK: "1"}
+        propagate.inject(headers)
+        inbox = self.client.new_inbox()
+        replies = await self.client.subscribe(inbox, max_msgs=2)
+        dropped = asyncio.ensure_future(self._disconnects.current().wait())
+        try:
+            await self.client.publish(subject, _encoder.encode(message), reply=inbox, headers=headers)
+            reply = await self._await_reply(subject, replies, dropped, timeout_s)
+        finally:
+            dropped.cancel()
+            with contextlib.suppress(Exception):
+                await replies.unsubscribe()
+        return msgspec.json.decode(reply.data, type=reply_type)
 
     async def _await_reply(
         self, subject: str, replies: Subscription, dropped: asyncio.Future[Any], timeout_s: float
@@ -151,7 +166,7 @@ class Bus:
         handler = ""  # the bus id of whoever took the request, once it acknowledged
         while (left := deadline - loop.time()) > 0:
             if not handler and loop.time() >= ack_deadline:
-                raise BusError(f"nobody took the request on {subject} (its service may have just died)")
+                raise NotTaken(f"nobody took the request on {subject} (its service may have just died)")
             waiting = asyncio.ensure_future(replies.next_msg(timeout=min(left, PROBE_EVERY_S)))
             await asyncio.wait({waiting, dropped}, return_when=asyncio.FIRST_COMPLETED)
             if not waiting.done():

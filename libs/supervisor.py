@@ -22,9 +22,12 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 30.0
-# This many exits within the window make a process crash-looping.
+# This many quick exits within the window make a process crash-looping. An exit is quick when
+# the process ran less than STABLE_RUN_S: only those grow the backoff, so a process that ran
+# normally and then crashed is back at once, however often that has happened.
 CRASH_LOOP_EXITS = 5
 CRASH_WINDOW_S = 60.0
+STABLE_RUN_S = 10.0
 POLL_S = 0.1
 LOG_TAIL_LINES = 20
 
@@ -50,13 +53,15 @@ class ProcessState:
     restarts: int = 0
     last_exit: int | None = None
     last_exit_at: float | None = None
-    exits: deque[float] = field(default_factory=deque, repr=False)
+    exits: deque[float] = field(default_factory=deque, repr=False)  # quick ones
     restart_at: float | None = None
+    started_at: float = field(default_factory=time.monotonic, repr=False)
 
     def public(self) -> dict[str, object]:
         shown = asdict(self)
         shown.pop("exits")
         shown.pop("restart_at")
+        shown.pop("started_at")
         return shown
 
 
@@ -103,6 +108,7 @@ class Supervisor:
         if state.restart_at is not None:
             if now >= state.restart_at:
                 state.pid = self._processes.respawn(label)
+                state.started_at = now
                 state.restarts += 1
                 state.restart_at = None
                 if state.state != CRASH_LOOPING:
@@ -118,11 +124,12 @@ class Supervisor:
                 self._write()
             return
         state.last_exit, state.last_exit_at = code, time.time()
-        state.exits.append(now)
+        if now - state.started_at < STABLE_RUN_S:
+            state.exits.append(now)
         while state.exits and now - state.exits[0] > CRASH_WINDOW_S:
             state.exits.popleft()
         recent = len(state.exits)
-        backoff = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (recent - 1)) * random.uniform(0.8, 1.2)
+        backoff = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** max(0, recent - 1)) * random.uniform(0.8, 1.2)
         tail = _tail(self._processes.log_path(label))
         if recent >= CRASH_LOOP_EXITS:
             state.state = CRASH_LOOPING

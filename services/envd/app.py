@@ -27,9 +27,6 @@ from .process.manager import ProcessManager
 from .process.service import ProcessService
 from .state import EnvdState, Identity
 
-# Features really implemented: everything the current SDKs gate on (see versions.py there).
-ENVD_VERSION = "0.6.4"
-
 _CONNECT_EXPOSED_HEADERS = [
     "Connect-Protocol-Version",
     "Connect-Content-Encoding",

@@ -6,14 +6,13 @@ import msgspec
 import uvloop
 
 from corral_libs.config import load_settings
+from corral_libs.contracts.envd import ENVD_PORT
 from corral_libs.logging import setup_logging
 from corral_libs.snapshot_listener import Listener
 from corral_libs.telemetry import setup_telemetry
 
 from .app import create_app
 from .state import Identity
-
-ENVD_PORT = 49983
 
 
 class EnvdSettings(msgspec.Struct):

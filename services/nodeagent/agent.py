@@ -207,6 +207,10 @@ class NodeAgent:
                     log.warning("sandbox %s does not answer (%s): treating it as stopped", sandbox_id, exc)
                     stopped.add(sandbox_id)
                     return
+                if record is None and await self.pool.adopt(sandbox):
+                    self.slots.mark_used(sandbox.slot)
+                    log.info("took warm clone %s back into the pool", sandbox_id)
+                    return
                 if not keep or record is None:
                     # Behind the start-up: its slot stays taken until it is gone.
                     log.info("killing sandbox %s: unrecorded, or a resume cut short", sandbox_id)
@@ -318,7 +322,7 @@ class NodeAgent:
                 volumes = await self.volumes.host_dirs(request.volume_mounts)
                 sandbox = await self.launcher.start(Launch(manifest, sandbox_id, volumes=volumes))
             else:
-                sandbox = self.pool.claim(manifest) or await self.pool.restore_for_create(
+                sandbox = await self.pool.claim(manifest) or await self.pool.restore_for_create(
                     manifest, sandbox_id
                 )
                 if sandbox is None:  # no template snapshot: a boot

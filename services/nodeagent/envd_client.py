@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-ENVD_PORT = 49983
+from corral_libs.contracts.envd import ENVD_PORT
 
 
 class EnvdNotReady(RuntimeError):

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 from corral_libs.ids import new_sandbox_id
 
@@ -60,6 +61,9 @@ class WarmPool:
         self._direct = 0  # restores for creates that found the pool empty
         self._create_restores = asyncio.Semaphore(settings.create_restore_concurrency)
         self._budget = settings.pool_memory_budget_mb // CLONE_MEMORY_MB
+        # One file per ready clone: what a restarted agent takes back into its pool instead
+        # of killing (a clone is unmarked before anything of a create's owner reaches it).
+        self._marks = Path(settings.data_dir) / "pool"
 
     @property
     def sandbox_ids(self) -> set[str]:
@@ -78,7 +82,7 @@ class WarmPool:
             self._refilled.popleft()
         return len(self._refilled) * 60.0 / REFILL_RATE_WINDOW_S
 
-    def claim(self, manifest: TemplateManifest) -> RunningSandbox | None:
+    async def claim(self, manifest: TemplateManifest) -> RunningSandbox | None:
         """A ready clone of the template's current build, if there is one. The refill it
         causes starts a moment later: a restore takes both cores of a small node for most of
         a second, and the create that claimed should get its answer out first."""
@@ -87,7 +91,29 @@ class WarmPool:
         asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._wake.set)
         self._drop_stale(manifest)
         clones = self._ready.get(template_id)
-        return clones.popleft() if clones else None
+        if not clones:
+            return None
+        clone = clones.popleft()
+        await asyncio.to_thread(self._unmark, clone.sandbox_id)
+        return clone
+
+    async def adopt(self, sandbox: RunningSandbox) -> bool:
+        """Takes back a ready clone a previous agent left running (marked, of the template's
+        current build); False for any other sandbox."""
+        marked = await asyncio.to_thread((self._marks / sandbox.sandbox_id).is_file)
+        manifest = await asyncio.to_thread(self._templates.get, sandbox.template_id)
+        if not marked or manifest is None or manifest.build_id != sandbox.build_id:
+            await asyncio.to_thread(self._unmark, sandbox.sandbox_id)
+            return False
+        self._ready[sandbox.template_id].append(sandbox)
+        return True
+
+    def _mark(self, sandbox_id: str) -> None:
+        self._marks.mkdir(parents=True, exist_ok=True)
+        (self._marks / sandbox_id).touch()
+
+    def _unmark(self, sandbox_id: str) -> None:
+        (self._marks / sandbox_id).unlink(missing_ok=True)
 
     def _drop_stale(self, manifest: TemplateManifest) -> None:
         """Clones of a build the template no longer is (it was built again) go."""
@@ -99,7 +125,7 @@ class WarmPool:
             self._discard(sandbox)
 
     def _discard(self, sandbox: RunningSandbox) -> None:
-        task = asyncio.create_task(self._launcher.discard(sandbox))
+        task = asyncio.create_task(self._throw_away(sandbox))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -156,10 +182,15 @@ class WarmPool:
             while len(clones) > self.target(template_id):
                 self._discard(clones.pop())
 
+    async def _throw_away(self, sandbox: RunningSandbox) -> None:
+        await asyncio.to_thread(self._unmark, sandbox.sandbox_id)
+        await self._launcher.discard(sandbox)
+
     async def _restore_one(self, manifest: TemplateManifest) -> None:
         try:
             sandbox = await self.restore(manifest)
             if sandbox is not None:
+                await asyncio.to_thread(self._mark, sandbox.sandbox_id)
                 self._ready[manifest.template_id].append(sandbox)
                 self._refilled.append(time.monotonic())
         except Exception:
@@ -197,4 +228,4 @@ class WarmPool:
         """Kills every warm clone (on shutdown)."""
         for clones in self._ready.values():
             while clones:
-                await self._launcher.discard(clones.popleft())
+                await self._throw_away(clones.popleft())

@@ -14,9 +14,9 @@ from collections.abc import Callable
 import httpx
 import msgspec
 
+from corral_libs.contracts.envd import ENVD_PORT
 from corral_libs.contracts.messages import NodeMetricsReply, NodeMetricsRequest, SandboxMetric
 
-from .envd_client import ENVD_PORT
 from .running import RunningSandboxes
 
 log = logging.getLogger(__name__)

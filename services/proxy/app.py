@@ -13,12 +13,13 @@ import httpx
 import websockets
 from starlette.types import Message, Receive, Scope, Send
 
+from corral_libs.contracts.envd import ENVD_PORT
+
 from .routes import Route, RouteCache
 from .target import BadTarget, Target, resolve_target
 
 log = logging.getLogger(__name__)
 
-ENVD_PORT = 49983
 TRAFFIC_TOKEN_HEADER = "e2b-traffic-access-token"
 # Per RFC 9110 these describe one connection, not the message: never forwarded.
 HOP_BY_HOP = frozenset(

@@ -13,5 +13,8 @@ class SchedulerSettings(msgspec.Struct):
     # How many candidate nodes placement samples before taking the freest (best-of-K).
     placement_k: int = 2
     node_create_timeout_s: float = 120.0
+    # How long a create waits for a node whose agent is restarting (no responder, or
+    # heart-beating as starting) when no other node can take it, before a 503.
+    place_wait_s: float = 8.0
     reap_every_s: float = 0.25
     log_level: str = "INFO"

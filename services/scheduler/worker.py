@@ -3,13 +3,14 @@ forks: snapshots.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TypeVar
 
 import msgspec
 
-from corral_libs.bus import Bus, BusError
+from corral_libs.bus import Bus, BusError, NoResponders
 from corral_libs.contracts import subjects
 from corral_libs.contracts.messages import (
     CreateVolumeRequest,
@@ -41,6 +42,7 @@ from corral_libs.contracts.messages import (
     TimeoutRequest,
 )
 from corral_libs.contracts.records import (
+    NODE_STARTING,
     SANDBOX_PAUSED,
     SANDBOX_RUNNING,
     EgressPolicy,
@@ -66,6 +68,7 @@ R = TypeVar("R", bound=msgspec.Struct)
 
 # Pauses and resumes move memory to or from disk: they take seconds, not milliseconds.
 NODE_LIFECYCLE_TIMEOUT_S = 120.0
+PLACE_RETRY_S = 0.2
 
 
 class Scheduler:
@@ -150,17 +153,28 @@ class Scheduler:
         except Refused as exc:
             return SandboxReply(error=exc.failure)
         tried: set[str] = set()
+        restarting: set[str] = set()  # nodes whose agent did not answer: maybe back in a moment
         last_error = "no node has the template and room for a sandbox"
+        wait_until = time.monotonic() + self.settings.place_wait_s
         while True:
-            nodes = placement.candidates(
-                await self.store.nodes(), source.template_id, self.settings.node_timeout_s, tried
-            )
+            every_node = await self.store.nodes()
+            nodes = placement.candidates(every_node, source.template_id, self.settings.node_timeout_s, tried)
             if snapshot is not None:  # its image is on one node only
                 nodes = [node for node in nodes if node.node_id == snapshot.node_id]
             if volume_node is not None:  # so are its volumes
                 nodes = [node for node in nodes if node.node_id == volume_node]
             node = placement.pick(nodes, self.settings.placement_k, template_id=source.template_id)
             if node is None:
+                starting = any(
+                    n.status == NODE_STARTING and source.template_id in n.templates for n in every_node
+                )
+                if (restarting or starting) and time.monotonic() < wait_until:
+                    # A restarting agent (the only way a whole node's creates would 503) is
+                    # back within a second or two: the create waits for it instead.
+                    await asyncio.sleep(PLACE_RETRY_S)
+                    tried -= restarting
+                    restarting.clear()
+                    continue
                 return SandboxReply(error=failure(503, last_error))
             tried.add(node.node_id)
             create = NodeCreateRequest(
@@ -182,6 +196,10 @@ class Scheduler:
                     NodeCreateReply,
                     timeout_s=self.settings.node_create_timeout_s,
                 )
+            except NoResponders as exc:  # nothing received it: nothing to undo
+                last_error = f"node {node.node_id}: {exc}"
+                restarting.add(node.node_id)
+                continue
             except BusError as exc:
                 last_error = f"node {node.node_id}: {exc}"
                 log.warning("placing %s: %s", sandbox_id, last_error)

@@ -25,10 +25,10 @@ async def test_target_follows_demand_within_bounds():
     pool = _pool(pool_min=1, pool_max=4, pool_memory_mb=4096)
     assert pool.target("base") == 1
     for _ in range(3):
-        pool.claim(BASE)
+        await pool.claim(BASE)
     assert pool.target("base") == 3
     for _ in range(10):
-        pool.claim(BASE)
+        await pool.claim(BASE)
     assert pool.target("base") == 4
 
 
@@ -63,4 +63,4 @@ def test_demand_keeps_its_peak_for_the_horizon_then_forgets():
 
 
 async def test_claim_from_an_empty_pool_is_a_miss():
-    assert _pool().claim(BASE) is None
+    assert await _pool().claim(BASE) is None

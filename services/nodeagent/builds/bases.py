@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral_libs.contracts.envd import ENVD_VERSION
 from corral_libs.contracts.messages import BuildSpec
 from corral_libs.contracts.sandbox_net import RESOLVER_ADDRESS
-from corral_services.envd.app import ENVD_VERSION
 
 from ..templates.store import TemplateManifest, TemplateStore
 from . import envd_kit

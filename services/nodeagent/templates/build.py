@@ -20,8 +20,8 @@ import zipfile
 from pathlib import Path
 from typing import Protocol
 
+from corral_libs.contracts.envd import ENVD_VERSION
 from corral_libs.contracts.sandbox_net import RESOLVER_ADDRESS
-from corral_services.envd.app import ENVD_VERSION
 
 from .envd_payload import envd_requirements, interpreter_requirements
 from .fingerprint import source_fingerprint

@@ -13,6 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SOURCES = (
     "services/envd",
     "libs/config.py",
+    "libs/contracts/envd.py",
     "libs/contracts/sandbox_net.py",
     "libs/logging.py",
     "libs/snapshot_listener.py",
