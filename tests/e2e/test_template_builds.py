@@ -258,7 +258,7 @@ def test_from_image_pulls_unpacks_and_adds_envd(stack, conn, registry):
 @pytest.mark.parametrize(
     ("reference", "password", "expected"),
     [
-        ("{image}", "wrong-password", "unauthorized"),
+        ("{image}", "wrong-password", "refused the credentials"),
         ("{address}/corral/busybox:no-such-tag", PASSWORD, "no such image or tag"),
     ],
 )

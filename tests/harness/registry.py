@@ -1,6 +1,7 @@
 """A Docker registry (Debian's docker-registry, the registry v2 server) on a loopback port
-with password auth, and a test image assembled with umoci from a busybox root in two layers
-(the second deletes a file of the first: a whiteout), pushed with skopeo."""
+with token auth (registry_tokens.py issues tokens for a user and password), and a test image
+assembled with umoci from a busybox root in two layers (the second deletes a file of the
+first: a whiteout), pushed with skopeo."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 import httpx
 
 from corral_libs.stack import free_port
+
+from .registry_tokens import ISSUER, SERVICE, TokenService
 
 USERNAME = "corral"
 PASSWORD = "registry-secret"
@@ -33,16 +36,15 @@ class Registry:
 
 
 def available() -> bool:
-    return all(shutil.which(tool) for tool in ("docker-registry", "htpasswd", "skopeo", "umoci", "busybox"))
+    return all(shutil.which(tool) for tool in ("docker-registry", "skopeo", "umoci", "busybox"))
 
 
 @contextlib.contextmanager
 def running_registry() -> Iterator[Registry]:
     root = Path(tempfile.mkdtemp(prefix="corral-registry-"))
     port = free_port()
-    subprocess.run(
-        ["htpasswd", "-Bbc", str(root / "htpasswd"), USERNAME, PASSWORD], check=True, capture_output=True
-    )
+    tokens = TokenService(root, USERNAME, PASSWORD)
+    tokens.start()
     (root / "config.yml").write_text(
         f"""version: 0.1
 storage:
@@ -51,9 +53,11 @@ storage:
 http:
   addr: 127.0.0.1:{port}
 auth:
-  htpasswd:
-    realm: corral-test
-    path: {root / "htpasswd"}
+  token:
+    realm: {tokens.realm}
+    service: {SERVICE}
+    issuer: {ISSUER}
+    rootcertbundle: {tokens.cert_path}
 log:
   level: warn
 """
@@ -77,6 +81,7 @@ log:
         process.terminate()
         process.wait(10)
         log.close()
+        tokens.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
