@@ -71,6 +71,8 @@ class NodeSettings(msgspec.Struct):
     # Template builds: each step's time limit, and where build steps may connect (the
     # package registries; `*.domain` patterns), everything else denied.
     build_step_timeout_s: float = 1800.0
+    # What one build step may write (its layer is made on a sparse disk of the build's own).
+    build_disk_mb: int = 20480
     build_allow_out: str = (
         "deb.debian.org,security.debian.org,*.debian.org,pypi.org,files.pythonhosted.org,"
         "registry.npmjs.org,*.npmjs.org,github.com,*.github.com,codeload.github.com,"

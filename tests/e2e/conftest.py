@@ -89,6 +89,8 @@ def stack(testnet: TestNet, registry: Registry) -> Iterator[LocalStack]:
         # A pool that remembers bursts briefly, within a small budget (test_warm_pool.py).
         "CORRAL_POOL_PEAK_HORIZON_S": str(POOL_PEAK_HORIZON_S),
         "CORRAL_POOL_MEMORY_MB": str(POOL_BUDGET_CLONES * CLONE_MEMORY_MB),
+        # Build steps get a small disk (filling it is quick: test_template_builds.py).
+        "CORRAL_BUILD_DISK_MB": "512",
         # Template builds pull from the test registry, which speaks plain HTTP.
         "CORRAL_INSECURE_REGISTRIES": registry.address,
         **testnet.node_env(),

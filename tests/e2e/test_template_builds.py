@@ -122,6 +122,17 @@ def test_sdk_builder_makes_a_template_sandboxes_use(stack, conn, context):
     assert gone.status_code == 404
 
 
+def test_a_step_cannot_fill_the_node_disk(stack, conn):
+    template = name("bigwrite")
+    greedy = Template().from_template("base").run_cmd("dd if=/dev/zero of=/home/user/big bs=1M count=700")
+    try:
+        with pytest.raises(BuildException) as caught:
+            Template.build(greedy, template, **conn)
+        assert "No space left on device" in str(caught.value) and "disk" in str(caught.value)
+    finally:
+        delete_template(conn, template)
+
+
 def test_failing_step_fails_the_build_with_its_output(stack, conn):
     template = name("broken")
     failing = Template().from_template("base").run_cmd("echo about to fail; echo on stderr >&2; exit 3")

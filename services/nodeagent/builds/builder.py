@@ -42,6 +42,7 @@ from ..slots import NoFreeSlot, Slots
 from ..template_snapshots import TemplateSnapshots
 from ..templates.build import host_mirror
 from ..templates.store import TemplateManifest, TemplateStore
+from ..volumes.disks import VolumeDisks
 from . import layers as layer_fs
 from . import start_script
 from .bases import PROVISION_SCRIPT, SANDBOX_USER, Base, BaseUnavailable, image_base, template_base
@@ -106,6 +107,10 @@ class TemplateBuilds:
         insecure = {name.strip() for name in settings.insecure_registries.split(",") if name.strip()}
         self.images = ImageStore(templates.root / ".images", insecure)
         self._active = data / "builds-active"
+        # Each build's steps write onto a disk of its own: a build that fills it fails, the
+        # node's disk stays free.
+        self._disks = VolumeDisks(data / "build-disks")
+        self._scratch: dict[str, Path] = {}  # build id -> where its layers are made
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._turns = asyncio.Semaphore(BUILDS_AT_ONCE)
 
@@ -121,6 +126,8 @@ class TemplateBuilds:
             return
         assert isinstance(self._runtime, GVisorRuntime)
         await self._runtime.clean_one_shots()
+        for disk in await asyncio.to_thread(self._disks.ids):
+            await self._disks.delete(disk)
         markers = await asyncio.to_thread(
             lambda: list(self._active.glob("*")) if self._active.is_dir() else []
         )
@@ -187,7 +194,10 @@ class TemplateBuilds:
             await asyncio.to_thread(marker.touch)
             started = time.monotonic()
             async with BuildLog(self._store, request.build_id) as out:
+                disk = _disk_id(request.build_id)
                 try:
+                    await self._disks.create(disk, self._settings.build_disk_mb)
+                    self._scratch[request.build_id] = self._disks.data_dir(disk)
                     await self._run(request, record, out)
                 except BuildFailed as exc:
                     out(exc.message, level="error", step=exc.step)
@@ -205,6 +215,9 @@ class TemplateBuilds:
                     await out.flush()
                     await self._finish(record, BUILD_READY, None, None)
                 finally:
+                    self._scratch.pop(request.build_id, None)
+                    with contextlib.suppress(Exception):
+                        await self._disks.delete(disk)
                     await asyncio.to_thread(marker.unlink, True)
 
     async def _finish(
@@ -307,7 +320,7 @@ class TemplateBuilds:
             if not await asyncio.to_thread(archive.is_file):
                 raise BuildFailed(f"step {tag} ({label(step)}): its files were never uploaded", tag)
             files = ((str(archive), FILES_MOUNT),)
-        layer_id, work = await asyncio.to_thread(self.layers.new_work)
+        layer_id, work = await asyncio.to_thread(self.layers.new_work, self._scratch.get(record.build_id))
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
         def on_line(line: str) -> None:
@@ -334,10 +347,16 @@ class TemplateBuilds:
             )
             code = await self._in_sandbox(job, on_line, tag)
             if code != 0:
-                raise BuildFailed(f"step {tag} ({shown}) failed with exit code {code}", tag, list(tail))
+                message = f"step {tag} ({shown}) failed with exit code {code}"
+                if any("No space left on device" in line for line in tail):
+                    message += f" (the build's disk, {self._settings.build_disk_mb} MiB, is full)"
+                raise BuildFailed(message, tag, list(tail))
             await asyncio.to_thread(layer_fs.unmount, merged)
             await asyncio.to_thread(_drop_mount_points, work / "upper")
-            await asyncio.to_thread(self.layers.commit, key, layer_id, work)
+            try:
+                await asyncio.to_thread(self.layers.commit, key, layer_id, work)
+            except LayerError as exc:
+                raise BuildFailed(f"step {tag}: {exc}", tag) from None
         finally:
             await asyncio.to_thread(self.layers.discard, work)
         return layer_id
@@ -452,6 +471,10 @@ def template_record(manifest: TemplateManifest) -> TemplateRecord:
         names=manifest.names,
         runtimes=manifest.runtimes,
     )
+
+
+def _disk_id(build_id: str) -> str:
+    return "build-" + build_id.replace("-", "")[:24]
 
 
 def _drop_mount_points(upper: Path) -> None:

@@ -47,10 +47,11 @@ class LayerStore:
             return None
         return layer_id if self.upper(layer_id).is_dir() else None
 
-    def new_work(self) -> tuple[str, Path]:
-        """A fresh layer id and its work directory (upper, work, merged)."""
+    def new_work(self, scratch: Path | None = None) -> tuple[str, Path]:
+        """A fresh layer id and its work directory (upper, work, merged), in `scratch` (the
+        build's own size-limited disk) or next to the layers."""
         layer_id = uuid.uuid4().hex[:16]
-        work = self.root / f".work-{layer_id}"
+        work = (scratch or self.root) / f".work-{layer_id}"
         for name in ("upper", "work", "merged"):
             (work / name).mkdir(parents=True)
         return layer_id, work
@@ -59,8 +60,18 @@ class LayerStore:
         """Keeps the work directory's upper as layer `layer_id` under `key` (replacing what
         `key` named: a forced step)."""
         target = self.root / layer_id
-        target.mkdir()
-        os.rename(work / "upper", target / "upper")
+        target.mkdir(parents=True)
+        if os.stat(work).st_dev == os.stat(self.root).st_dev:
+            os.rename(work / "upper", target / "upper")
+        else:  # from the build's disk: a copy with everything overlayfs keeps (xattrs, whiteouts)
+            result = subprocess.run(
+                ["cp", "-a", str(work / "upper"), str(target / "upper")], capture_output=True
+            )
+            if result.returncode != 0:
+                shutil.rmtree(target, ignore_errors=True)
+                raise LayerError(
+                    f"keeping the layer failed: {result.stderr.decode(errors='replace').strip()}"
+                )
         self._keys.mkdir(exist_ok=True)
         tmp = self._keys / f".{key}.{layer_id}"
         tmp.write_text(layer_id)
