@@ -127,6 +127,8 @@ class TemplateBuilds:
         assert isinstance(self._runtime, GVisorRuntime)
         await self._runtime.clean_one_shots()
         for disk in await asyncio.to_thread(self._disks.ids):
+            for work in await asyncio.to_thread(lambda d=disk: list(self._disks.data_dir(d).glob(".work-*"))):
+                await asyncio.to_thread(layer_fs.unmount, work / "merged")
             await self._disks.delete(disk)
         markers = await asyncio.to_thread(
             lambda: list(self._active.glob("*")) if self._active.is_dir() else []
@@ -156,7 +158,7 @@ class TemplateBuilds:
         spec = request.spec
         if not (spec.from_template or spec.from_image):
             return BuildReply(error=Failure(status=400, message="a build needs a base template or image"))
-        if spec.from_template and self._templates.get(spec.from_template) is None:
+        if spec.from_template and await asyncio.to_thread(self._templates.get, spec.from_template) is None:
             message = f"template '{spec.from_template}' is not on node {self._settings.node_id}"
             return BuildReply(error=Failure(status=409, message=message))
         task = asyncio.create_task(self._build(request))
@@ -236,7 +238,7 @@ class TemplateBuilds:
                 return await image_base(
                     self.images, spec, self._templates.root, lambda m: out(m, step="base")
                 )
-            parent = self._templates.get(spec.from_template)
+            parent = await asyncio.to_thread(self._templates.get, spec.from_template)
             if parent is None:
                 raise BaseUnavailable(f"template '{spec.from_template}' is not on this node")
             return template_base(self._templates, parent)
@@ -253,7 +255,7 @@ class TemplateBuilds:
         if base.needs_provisioning:
             provision = BuildStep(type="RUN", args=[PROVISION_SCRIPT, "root"])
             key = chain_key(chain, provision, state)
-            cached = None if spec.force else self.layers.cached(key)
+            cached = None if spec.force else await asyncio.to_thread(self.layers.cached, key)
             out(
                 "Adding the sandbox user" if cached is None else "CACHED Adding the sandbox user", step="base"
             )
@@ -271,10 +273,11 @@ class TemplateBuilds:
                 out(shown, step=tag)
                 chain = key
             else:
-                cached = None if spec.force or step.force else self.layers.cached(key)
+                forced = spec.force or step.force
+                cached = None if forced else await asyncio.to_thread(self.layers.cached, key)
                 if cached is not None:
                     out(f"CACHED {shown}", step=tag)
-                    self.layers.touch(cached)
+                    await asyncio.to_thread(self.layers.touch, cached)
                 else:
                     out(shown, step=tag)
                     cached = await self._run_step(record, base, layers, step, state, key, tag, out)
@@ -310,7 +313,7 @@ class TemplateBuilds:
         out: BuildLog,
     ) -> str:
         try:
-            base_rootfs = base.rootfs()
+            base_rootfs = await asyncio.to_thread(base.rootfs)
         except BaseUnavailable as exc:
             raise BuildFailed(str(exc), tag) from None
         files: tuple[tuple[str, str], ...] = ()
@@ -396,7 +399,7 @@ class TemplateBuilds:
         state: StepState,
     ) -> TemplateManifest:
         try:
-            base_rootfs = base.rootfs()
+            base_rootfs = await asyncio.to_thread(base.rootfs)
         except BaseUnavailable as exc:
             raise BuildFailed(str(exc), "finalize") from None
         await asyncio.to_thread(self._templates.root.mkdir, parents=True, exist_ok=True)

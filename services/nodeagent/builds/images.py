@@ -18,6 +18,8 @@ from pathlib import Path
 
 from corral_libs.contracts.messages import RegistryAuth
 
+from ..commands import CommandFailed, run_status
+
 _REFERENCE = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}", re.I)
 PULL_TIMEOUT_S = 1800.0
 
@@ -139,22 +141,14 @@ def _explain(reference: str, output: str) -> str:
 
 
 async def _command(argv: list[str], log: Callable[[str], None] | None = None) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), PULL_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise ImageError(f"{argv[0]} {argv[1]} timed out") from None
+        code, out, err = await run_status(*argv, timeout_s=PULL_TIMEOUT_S)
+    except CommandFailed as exc:
+        raise ImageError(str(exc)) from None
     if log is not None:
-        for line in out.decode(errors="replace").splitlines():
+        for line in out.splitlines():
             if line.strip():
                 log(line.strip())
-    if process.returncode != 0:
-        raise ImageError(err.decode(errors="replace").strip() or out.decode(errors="replace").strip())
-    return out.decode(errors="replace")
+    if code != 0:
+        raise ImageError(err.strip() or out.strip())
+    return out

@@ -17,13 +17,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from .. import network
-from ..commands import CommandFailed, run
+from ..commands import CommandFailed, run, run_status
 from . import console
 from .base import RestartFailed, RunningSandbox, SandboxSpec, SandboxStats
 from .oci import SPEC_VERSION, build_step_spec, sandbox_spec
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 # rmem_default exists, which on kernel 6.x is everywhere; hiding /proc/sys/net in a private
 # mount namespace for the runsc process gets past that check.
 _HIDE_PROC_SYS_NET = 'mount -t tmpfs none /proc/sys/net && exec "$@"'
+
+
+def _in_private_mounts(argv: list[str]) -> list[str]:
+    """`argv` (a runsc that starts a sandbox) with /proc/sys/net hidden from it."""
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", _HIDE_PROC_SYS_NET, "sh", *argv]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ class OneShot:
     memory_mb: int
     # Host files bound read-only into it: (host path, path inside).
     files: tuple[tuple[str, str], ...] = ()
-    tmpfs: tuple[str, ...] = field(default=())
+    tmpfs: tuple[str, ...] = ()  # tmpfs mounts inside it
 
 
 class OneShotTimeout(RuntimeError):
@@ -171,17 +176,9 @@ class GVisorRuntime:
         console = await asyncio.to_thread((bundle / "console.log").open, "ab")
         verb = runsc_args or ("run",)
         try:
-            argv = [
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                _HIDE_PROC_SYS_NET,
-                "sh",
-                *self._runsc(*verb, "--detach", f"--bundle={bundle}", sandbox_id, overlay=overlay),
-            ]
+            argv = _in_private_mounts(
+                self._runsc(*verb, "--detach", f"--bundle={bundle}", sandbox_id, overlay=overlay)
+            )
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console
             )
@@ -204,10 +201,9 @@ class GVisorRuntime:
             spec = build_step_spec(job, net.netns_path)
             await asyncio.to_thread((bundle / "config.json").write_text, json.dumps(spec))
             await network.create(net)
-            argv = [
-                "unshare", "-m", "--propagation", "private", "sh", "-c", _HIDE_PROC_SYS_NET, "sh",
-                *self._runsc("run", f"--bundle={bundle}", job.container_id, overlay="none", root=root),
-            ]  # fmt: skip
+            argv = _in_private_mounts(
+                self._runsc("run", f"--bundle={bundle}", job.container_id, overlay="none", root=root)
+            )
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -423,20 +419,11 @@ class GVisorRuntime:
         return await console.tail(self._dir(sandbox_id) / "console.log", limit)
 
     async def exec(self, sandbox_id: str, argv: list[str], timeout_s: float) -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            *self._runsc("exec", sandbox_id, *argv),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
         try:
-            out, _ = await asyncio.wait_for(process.communicate(), timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            return 124, f"timed out after {timeout_s:.0f}s"
-        assert process.returncode is not None
-        return process.returncode, out.decode(errors="replace")
+            code, out, err = await run_status(*self._runsc("exec", sandbox_id, *argv), timeout_s=timeout_s)
+        except CommandFailed as exc:
+            return 124, str(exc)
+        return code, out + err
 
 
 def _alive(entry: dict[str, object]) -> bool:
