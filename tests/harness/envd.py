@@ -145,7 +145,7 @@ class EnvdInSandbox:
         raise RuntimeError(f"envd did not answer within {timeout_s}s:\n{self.log_path.read_text()}")
 
     def daemon_pid(self) -> int:
-        """The envd process itself (bwrap's descendant running the CLI)."""
+        """The envd process itself (bwrap's descendant that the CLI became)."""
         assert self._process is not None
         parents: dict[int, int] = {}
         for entry in Path("/proc").iterdir():
@@ -160,7 +160,8 @@ class EnvdInSandbox:
             while ancestor and ancestor != self._process.pid:
                 ancestor = parents.get(ancestor)
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if ancestor and argv[1:3] == [b"-m", b"corral_libs.cli"]:
+            # `corral envd` becomes `python -P -m corral_services.envd`.
+            if ancestor and b"corral_services.envd" in argv[1:4]:
                 return pid
         raise LookupError("envd process not found")
 
