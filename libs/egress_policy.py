@@ -128,6 +128,7 @@ class CompiledPolicy:
     deny: tuple[Network, ...]
     names: frozenset[str]  # exact domains
     suffixes: tuple[str, ...]  # from `*.domain`: ".domain"
+    reserved_ok: tuple[Network, ...] = ()  # `reach_reserved`
 
     @classmethod
     def of(cls, policy: EgressPolicy) -> CompiledPolicy:
@@ -143,7 +144,12 @@ class CompiledPolicy:
             else:
                 names.add(entry)
         deny = tuple(n for n in map(_network, policy.deny_out) if n is not None)
-        return cls(tuple(allow), deny, frozenset(names), tuple(suffixes))
+        reserved_ok = tuple(n for n in map(_network, policy.reach_reserved) if n is not None)
+        return cls(tuple(allow), deny, frozenset(names), tuple(suffixes), reserved_ok)
+
+    def reaches_reserved(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip in network for network in self.reserved_ok if network.version == ip.version)
 
     @property
     def has_names(self) -> bool:

@@ -24,6 +24,9 @@ class EgressPolicy(msgspec.Struct, kw_only=True, frozen=True):
     allow_out: list[str] = []  # IPs and CIDRs, `domain` and `*.domain`
     deny_out: list[str] = []  # IPs and CIDRs
     allow_internet_access: bool = True  # False: `0.0.0.0/0` is denied
+    # Networks reachable although always-denied ranges hold them: set by nodes only, for
+    # template builds (the operator's mirrors and registries); never from a user's request.
+    reach_reserved: list[str] = []
 
 
 class EgressDenial(msgspec.Struct, kw_only=True, frozen=True):

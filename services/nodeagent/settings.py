@@ -73,6 +73,12 @@ class NodeSettings(msgspec.Struct):
     build_step_timeout_s: float = 1800.0
     # What one build step may write (its layer is made on a sparse disk of the build's own).
     build_disk_mb: int = 20480
+    # Networks (CIDRs) of the operator's mirrors and registries that build steps may reach
+    # although they are private or reserved (no sandbox reaches those otherwise).
+    build_allow_networks: str = ""
+    # A CA bundle on the node (PEM) that build steps trust, for networks whose TLS proxy signs
+    # the registries' certificates: pip, npm, curl, git and Python see it (not in templates).
+    build_ca_bundle: str = ""
     build_allow_out: str = (
         "deb.debian.org,security.debian.org,*.debian.org,pypi.org,files.pythonhosted.org,"
         "registry.npmjs.org,*.npmjs.org,github.com,*.github.com,codeload.github.com,"

@@ -323,5 +323,8 @@ def test_base_has_what_agents_need(stack, conn):
         assert run("npm --version && npx --version").exit_code == 0
         assert run("gcc --version && make --version && git --version && curl --version").exit_code == 0
         assert run("sudo -n true").exit_code == 0
+        # `pip install` works (root: system-wide; users: --user by itself), as in E2B's base.
+        stdlib = run("python3 -c 'import sysconfig; print(sysconfig.get_path(\"stdlib\"))'").stdout.strip()
+        assert not sbx.files.exists(f"{stdlib}/EXTERNALLY-MANAGED")
     finally:
         sbx.kill()

@@ -64,6 +64,29 @@ def _template_body(record: TemplateRecord, builds: list[TemplateBuildRecord]) ->
     }
 
 
+def _unbuilt_body(builds: list[TemplateBuildRecord]) -> dict[str, object]:
+    """A template with no finished build yet: what its latest build asked for."""
+    latest = builds[-1]
+    return {
+        "templateID": latest.template_id,
+        "buildID": latest.build_id,
+        "aliases": [latest.name],
+        "names": [latest.name],
+        "cpuCount": latest.cpu_count,
+        "memoryMB": latest.memory_mb,
+        "diskSizeMB": 0,
+        "public": False,
+        "envdVersion": "",
+        "createdAt": rfc3339(builds[0].created_at),
+        "updatedAt": rfc3339(latest.updated_at or latest.created_at),
+        "createdBy": None,
+        "lastSpawnedAt": None,
+        "buildStatus": latest.status,
+        "buildCount": len(builds),
+        "spawnCount": 0,
+    }
+
+
 def visible(record: TemplateRecord, key: ApiKeyRecord) -> bool:
     return record.public or record.owner == key.key_hash
 
@@ -81,19 +104,26 @@ class TemplateRoutes:
         return JSONResponse(bodies)
 
     async def get(self, request: Request) -> Response:
-        """`GET /templates/{id}`: the template and its builds (E2B's TemplateWithBuilds)."""
+        """`GET /templates/{id}`: the template and its builds (E2B's TemplateWithBuilds); a
+        template of this key's whose builds all failed so far is there too."""
         key = await self._auth(request)
-        record = await self._owned_or_public(request.path_params["template_id"], key)
-        builds = await self._store.template_builds(record.template_id)
-        body = _template_body(record, builds)
-        body["builds"] = [_build_body(b, record) for b in builds if b.owner == key.key_hash]
-        return JSONResponse(body)
-
-    async def _owned_or_public(self, name: str, key: ApiKeyRecord) -> TemplateRecord:
+        name = request.path_params["template_id"]
         record = await self._store.template(name)
-        if record is None or not visible(record, key):
+        if record is None:
+            template_id = await self._store.template_id_for(name)
+            builds = await self._store.template_builds(template_id) if template_id else []
+            mine = [b for b in builds if b.owner == key.key_hash]
+            if not mine:
+                raise ApiError(404, f"template '{name}' not found")
+            body = _unbuilt_body(mine)
+        elif not visible(record, key):
             raise ApiError(404, f"template '{name}' not found")
-        return record
+        else:
+            builds = await self._store.template_builds(record.template_id)
+            mine = [b for b in builds if b.owner == key.key_hash]
+            body = _template_body(record, builds)
+        body["builds"] = [_build_body(b, record) for b in mine]
+        return JSONResponse(body)
 
     async def by_alias(self, request: Request) -> Response:
         """200: it exists and is yours (or Corral's); 403: it exists and is someone else's;

@@ -52,6 +52,8 @@ from .images import ImageStore
 from .layers import LayerError, LayerStore
 from .steps import (
     BUILD_DIR,
+    CA_ENV,
+    CA_MOUNT,
     FILES_MOUNT,
     LAYER_TYPES,
     SCRATCH_MOUNT,
@@ -337,12 +339,16 @@ class TemplateBuilds:
                 merged = await asyncio.to_thread(layer_fs.mount, work, lowers)
             except LayerError as exc:
                 raise BuildFailed(f"step {tag}: {exc}", tag) from None
+            env = {**STEP_ENV, **state.env}
+            if self._settings.build_ca_bundle:
+                files = (*files, (self._settings.build_ca_bundle, CA_MOUNT))
+                env |= dict.fromkeys(CA_ENV, CA_MOUNT)
             job = OneShot(
                 container_id=f"build-{layer_id}",
                 rootfs=merged,
                 slot=0,
                 argv=script_argv(step, state),
-                env={**STEP_ENV, **state.env},
+                env=env,
                 cpu_count=record.cpu_count,
                 memory_mb=max(record.memory_mb, 1024),
                 files=files,
@@ -387,7 +393,8 @@ class TemplateBuilds:
         mirror = urlparse(host_mirror()).hostname
         if mirror:
             allowed.append(mirror)
-        return EgressPolicy(allow_out=allowed, allow_internet_access=False)
+        networks = [n.strip() for n in self._settings.build_allow_networks.split(",") if n.strip()]
+        return EgressPolicy(allow_out=allowed, allow_internet_access=False, reach_reserved=networks)
 
     async def _install(
         self,

@@ -16,6 +16,16 @@ LAYER_TYPES = ("COPY", "RUN", "WORKDIR")
 # Where a COPY step finds its files, and a scratch directory to unpack them in.
 FILES_MOUNT = "/.corral-build/files.tar"
 SCRATCH_MOUNT = "/.corral-build/scratch"
+CA_MOUNT = "/.corral-build/ca.pem"
+# What TLS clients read for their trusted CAs, pointed at CA_MOUNT during build steps.
+CA_ENV = (
+    "SSL_CERT_FILE",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+)
 BUILD_DIR = ".corral-build"
 
 

@@ -156,7 +156,7 @@ class EgressProxy:
             if policy.has_names:
                 head, name = await self._sniff(client)
             if name is not None and policy.allows_name(name):
-                decision = await self._dial_name(name, destination, port)
+                decision = await self._dial_name(name, destination, port, policy)
             elif verdict == "deny":
                 decision = _denial(destination, port, name, "deny-out")
             else:
@@ -181,9 +181,11 @@ class EgressProxy:
             attachment.connections.discard(connection)
             upstream.close()
 
-    async def _dial_name(self, name: str, destination: str, port: int) -> Dial | EgressDenial:
+    async def _dial_name(
+        self, name: str, destination: str, port: int, policy: CompiledPolicy
+    ) -> Dial | EgressDenial:
         addresses = await self._resolver.resolve(name)
-        usable = [a for a in addresses if not self._refused_address(a)]
+        usable = [a for a in addresses if not self._refused_address(a) or policy.reaches_reserved(a)]
         if usable:
             return Dial(usable, name)
         return _denial(destination, port, name, "always-deny" if addresses else "unresolved")

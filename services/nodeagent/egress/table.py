@@ -112,9 +112,13 @@ def sandbox_script(slot: int, policy: CompiledPolicy, ports: Ports) -> str:
     if deny:
         lines.append(f"add element {TABLE} d4_{n} {{ {_elements(deny)} }}")
     f = f"add rule {TABLE} f_{n}"
+    reserved_ok = [str(network) for network in policy.reserved_ok if network.version == 4]
     lines += [
         f"{f} {dns} accept",
         f"{f} meta nfproto ipv6 counter name no_{n} drop",
+        # A template build's mirrors, in ranges no sandbox reaches otherwise (its TCP still
+        # goes through the egress proxy: names decide).
+        *([f"{f} ip daddr {{ {_elements(reserved_ok)} }} counter name ok_{n} accept"] if reserved_ok else []),
         f'{f} ip daddr @always4 ct state new {LOG_RATE} log prefix "{DENY_LOG_PREFIX} always-deny "',
         f"{f} ip daddr @always4 counter name no_{n} drop",
     ]

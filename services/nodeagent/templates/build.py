@@ -201,6 +201,10 @@ def _finish_rootfs(rootfs: Path, recipe: Recipe) -> None:
     (rootfs / "etc" / "resolv.conf").write_text(
         f"nameserver {RESOLVER_ADDRESS}\noptions timeout:2 attempts:2\n"
     )
+    # `pip install` works for root system-wide (and with --user for users), as in E2B's
+    # templates: Debian's PEP 668 marker would refuse it.
+    for marker in rootfs.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
+        marker.unlink()
     sudoers = rootfs / "etc" / "sudoers.d" / "corral-user"
     sudoers.write_text(f"{recipe.user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
     sudoers.chmod(0o440)
