@@ -108,9 +108,10 @@ become() {
   [ -n "$home" ] || { echo "user '$name' does not exist in this template" >&2; exit 126; }
   export HOME="$home" USER="$name" LOGNAME="$name"
   if setpriv --help 2>&1 | grep -q -- --reuid; then
-    exec setpriv --reuid="$name" --regid="$group" --init-groups "$2" -c "$3"
+    setpriv --reuid="$name" --regid="$group" --init-groups "$2" -c "$3"
+  else
+    su -s "$2" "$name" -c "$3"
   fi
-  exec su -s "$2" "$name" -c "$3"
 }
 """
 
@@ -120,10 +121,13 @@ RUN_SCRIPT = (
     + r"""
 shell=/bin/sh
 [ -x /bin/bash ] && shell=/bin/bash
+# Not exec'd: the step's command never becomes the sandbox's first process, whose end
+# would take the sandbox down before what it last printed is out.
 if [ "$user" = root ] || [ "$user" = 0 ]; then
-  exec "$shell" -c "$1"
+  "$shell" -c "$1"
+else
+  become "$user" "$shell" "$1"
 fi
-become "$user" "$shell" "$1"
 """
 )
 
