@@ -159,6 +159,10 @@ async def test_bad_input_is_a_clear_4xx(api):
     assert (await client.get(f"/templates/{body['templateID']}/files/xyz", headers=alice)).status_code == 400
     upload = await client.put(f"/templatefiles/{body['templateID']}/{HASH}", content=b"tar")
     assert upload.status_code == 401
+    odd = {"x-corral-upload-token": "tökén".encode("latin-1")}
+    assert (
+        await client.put(f"/templatefiles/{body['templateID']}/{HASH}", content=b"tar", headers=odd)
+    ).status_code == 401
 
 
 async def test_alias_lookup_tells_yours_from_others(api, store):

@@ -233,7 +233,10 @@ class TemplateBuildRoutes:
             raise ApiError(400, f"invalid files hash '{files_hash}' (sha256, hex)")
         token = request.headers.get(UPLOAD_TOKEN_HEADER, "")
         builds = await self._store.template_builds(template_id)
-        build = next((b for b in reversed(builds) if hmac.compare_digest(b.upload_token, token)), None)
+        given = token.encode()
+        build = next(
+            (b for b in reversed(builds) if hmac.compare_digest(b.upload_token.encode(), given)), None
+        )
         if build is None:
             raise ApiError(401, "a valid upload token is required (from GET /templates/{id}/files/{hash})")
         response = await self._to_node(build, "PUT", files_hash, content=_body(request))
