@@ -224,6 +224,7 @@ class NodeAgent:
                 log.info("re-adopted sandbox %s", sandbox_id)
 
         await asyncio.gather(*(adopt_one(sandbox) for sandbox in await self.runtime.list()))
+        await self.pool.drop_other_marks()
         for sandbox_id in sorted(stopped):
             if sandbox_id in recorded and await self.checkpoints.recover_stopped(sandbox_id):
                 await self.bus.publish(subjects.SANDBOX_PAUSED, SandboxPaused(sandbox_id=sandbox_id))

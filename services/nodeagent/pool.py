@@ -108,6 +108,17 @@ class WarmPool:
         self._ready[sandbox.template_id].append(sandbox)
         return True
 
+    async def drop_other_marks(self) -> None:
+        """After adopting: marks of clones that are gone (they died with the previous agent)."""
+        kept = self.sandbox_ids
+
+        def drop() -> None:
+            for mark in self._marks.glob("*") if self._marks.is_dir() else []:
+                if mark.name not in kept:
+                    mark.unlink(missing_ok=True)
+
+        await asyncio.to_thread(drop)
+
     def _mark(self, sandbox_id: str) -> None:
         self._marks.mkdir(parents=True, exist_ok=True)
         (self._marks / sandbox_id).touch()
