@@ -64,6 +64,8 @@ class WarmPool:
         # One file per ready clone: what a restarted agent takes back into its pool instead
         # of killing (a clone is unmarked before anything of a create's owner reaches it).
         self._marks = Path(settings.data_dir) / "pool"
+        self._known: set[str] = set()  # the templates on this node, as of the last refill
+        self._users: set[str] = set()  # those built through the API
 
     @property
     def sandbox_ids(self) -> set[str]:
@@ -73,7 +75,7 @@ class WarmPool:
         return {template: len(clones) for template, clones in self._ready.items() if clones}
 
     def targets(self) -> dict[str, int]:
-        return {template: self.target(template) for template in self._demand}
+        return {template: self.target(template) for template in self._demand if template in self._known}
 
     def refill_rate(self) -> float:
         """Clones restored per minute, lately."""
@@ -141,7 +143,8 @@ class WarmPool:
         task.add_done_callback(self._tasks.discard)
 
     def target(self, template_id: str) -> int:
-        wanted = max(self._settings.pool_minimum(template_id), self._demand[template_id].peak())
+        minimum = self._settings.pool_minimum(template_id, users=template_id in self._users)
+        wanted = max(minimum, self._demand[template_id].peak())
         return min(self._settings.pool_max, self._budget, wanted)
 
     async def run(self) -> None:
@@ -165,6 +168,10 @@ class WarmPool:
             return
         pooled = self._settings.pooled_templates
         current = {m.template_id for m in manifests}
+        self._known = current
+        self._users = {m.template_id for m in manifests if m.owner}
+        for template_id in [t for t in self._demand if t not in current]:
+            del self._demand[template_id]
         for template_id in [t for t in self._ready if t not in current]:  # deleted templates
             while self._ready[template_id]:
                 self._discard(self._ready[template_id].popleft())

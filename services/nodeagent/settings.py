@@ -31,7 +31,8 @@ class NodeSettings(msgspec.Struct):
     microvm_accel: str = "auto"
     envd_ready_timeout_s: float = 90.0
     # Warm pool per template: as deep as the peak demand (creates in any pool_window_s
-    # over the last pool_peak_horizon_s), at least pool_min (or a template's own minimum in
+    # over the last pool_peak_horizon_s), at least pool_min for Corral's own templates (0 for
+    # templates built through the API), or a template's own minimum in
     # pool_min_templates, `base=4,code-interpreter=2`), at most pool_max, all templates'
     # clones together within pool_memory_mb (0: an eighth of the host's memory);
     # pool_restore_concurrency refills at a time (0: one per two cores). pool_max 0 turns
@@ -104,12 +105,15 @@ class NodeSettings(msgspec.Struct):
     def pool_refills_at_once(self) -> int:
         return self.pool_restore_concurrency or max(1, (os.cpu_count() or 1) // 2)
 
-    def pool_minimum(self, template_id: str) -> int:
+    def pool_minimum(self, template_id: str, *, users: bool = False) -> int:
+        """The clones kept warm without demand: a template's own minimum if it has one, else
+        pool_min for Corral's templates and none for users' (`users`: built through the API;
+        their pools follow demand alone, or a node would hold a clone of every one)."""
         for item in self.pool_min_templates.split(","):
             name, sep, value = item.strip().partition("=")
             if sep and name.strip() == template_id:
                 return int(value)
-        return self.pool_min
+        return 0 if users else self.pool_min
 
     @property
     def pooled_templates(self) -> set[str] | None:

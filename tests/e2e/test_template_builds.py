@@ -186,7 +186,8 @@ def test_a_template_built_once_reaches_every_node(stack, conn):
         "CORRAL_DATA_DIR": str(root / "data"),
         "CORRAL_TEMPLATE_DIR": str(root / "templates"),
         "CORRAL_SLOT_BASE": "21000",
-        # The freest node: placement picks it whenever it has a warm clone.
+        # The freest node: placement picks it when neither has a warm clone (users' templates
+        # are warmed on demand only).
         "CORRAL_MAX_SANDBOXES": "900",
     }
     template = name("shared")
@@ -222,7 +223,6 @@ def test_a_template_built_once_reaches_every_node(stack, conn):
             "both nodes to hold it",
             lambda n: all(template_id in n[i].templates for i in (stack.config.node_id, "e2enode2")),
         )
-        wait_for("a warm clone on the second node", lambda n: n["e2enode2"].warm.get(template_id, 0) > 0)
         for expected in ("e2enode2", stack.config.node_id):
             if expected == stack.config.node_id:
                 stack.stop_service("nodeagent2")  # the only node left
