@@ -43,8 +43,8 @@ from ..template_snapshots import TemplateSnapshots
 from ..templates.build import host_mirror
 from ..templates.store import TemplateManifest, TemplateStore
 from ..volumes.disks import VolumeDisks
+from . import envd_kit, start_script
 from . import layers as layer_fs
-from . import start_script
 from .bases import PROVISION_SCRIPT, SANDBOX_USER, Base, BaseUnavailable, image_base, template_base
 from .build_log import TAIL_LINES, BuildLog
 from .files import BuildFiles
@@ -184,6 +184,7 @@ class TemplateBuilds:
         await asyncio.to_thread(self.layers.collect, LAYER_KEEP_S)
         await asyncio.to_thread(self.images.collect, LAYER_KEEP_S)
         await asyncio.to_thread(self.files.collect, LAYER_KEEP_S)
+        await asyncio.to_thread(envd_kit.collect, self._templates.root / ".envd-kit")
 
     async def _build(self, request: NodeBuildRequest) -> None:
         async with self._turns:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ..templates.envd_payload import envd_requirements
@@ -69,6 +70,17 @@ def ensure(root: Path) -> Path:
         return target / "root"
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def collect(root: Path) -> None:
+    """Kits of other checkouts go (templates hold their own links to what they use)."""
+    if not root.is_dir():
+        return
+    current = fingerprint()
+    for entry in root.iterdir():
+        making = entry.name.startswith(".kit-") and time.time() - entry.stat().st_mtime < 3600
+        if entry.name != current and not making:  # another agent may be making one now
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _make(work: Path) -> None:
