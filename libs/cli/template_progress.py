@@ -4,7 +4,6 @@ on a first run): the node's pending list and the builds' logs, from Redis."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from corral_libs.contracts.records import BuildLogEntry
@@ -36,7 +35,3 @@ async def wait_for_templates(
             await asyncio.sleep(POLL_S)
     finally:
         await store.close()
-
-
-def now() -> float:
-    return time.time()

@@ -43,12 +43,12 @@ def ensure_template(store: TemplateStore, name: str = "base") -> None:
         if not detail:
             print(f"building {name}: {message}", flush=True)
 
-    with _turn(store.root, name):
+    with _BuildTurn(store.root, name):
         if stale(store, [name]):
             asyncio.run(build_template(recipe, store, report))
 
 
-class _turn:
+class _BuildTurn:
     """An exclusive lock on building one recipe in one template directory."""
 
     def __init__(self, root: Path, name: str) -> None:
@@ -103,7 +103,7 @@ class BuiltinTemplates:
             status=BUILD_BUILDING,
         )
         await self._store.save_build(record)
-        turn = _turn(self._templates.root, name)
+        turn = _BuildTurn(self._templates.root, name)
         await asyncio.to_thread(turn.__enter__)
         try:
             async with BuildLog(self._store, record.build_id) as out:
