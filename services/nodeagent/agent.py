@@ -47,7 +47,8 @@ from corral_libs.contracts.records import (
 )
 from corral_libs.state import Store
 
-from .builds.builder import TemplateBuilds, template_record
+from .builds.assemble import template_record
+from .builds.builder import TemplateBuilds
 from .builds.distribution import TemplateDistribution
 from .checkpoints import Checkpoints
 from .content_server import ContentServer

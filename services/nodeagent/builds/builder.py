@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,7 +26,6 @@ from corral_libs.contracts.records import (
     BUILD_READY,
     EgressPolicy,
     TemplateBuildRecord,
-    TemplateRecord,
 )
 from corral_libs.state import Store
 
@@ -41,10 +38,11 @@ from ..settings import NodeSettings
 from ..slots import NoFreeSlot, Slots
 from ..template_snapshots import TemplateSnapshots
 from ..templates.build import host_mirror
-from ..templates.store import TemplateManifest, TemplateStore
+from ..templates.store import TemplateStore
 from ..volumes.disks import VolumeDisks
-from . import envd_kit, start_script
+from . import envd_kit
 from . import layers as layer_fs
+from .assemble import BuildFailed, assemble, template_record
 from .bases import PROVISION_SCRIPT, SANDBOX_USER, Base, BaseUnavailable, image_base, template_base
 from .build_log import TAIL_LINES, BuildLog
 from .files import BuildFiles
@@ -75,14 +73,6 @@ STEP_ENV = {
     "LANG": "C.UTF-8",
     "DEBIAN_FRONTEND": "noninteractive",
 }
-
-
-class BuildFailed(Exception):
-    def __init__(self, message: str, step: str, tail: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.step = step
-        self.tail = tail or []
 
 
 class TemplateBuilds:
@@ -207,7 +197,7 @@ class TemplateBuilds:
                 except BuildFailed as exc:
                     out(exc.message, level="error", step=exc.step)
                     await out.flush()
-                    await self._finish(record, BUILD_ERROR, _reason(exc), exc.step)
+                    await self._finish(record, BUILD_ERROR, exc.reason, exc.step)
                 except asyncio.CancelledError:
                     await self._finish(record, BUILD_ERROR, "the node agent stopped during the build", "base")
                     raise
@@ -288,7 +278,10 @@ class TemplateBuilds:
                 chain = cached
             state = state.after(step)
         out("Finalizing the template", step="finalize")
-        manifest = await self._install(record, spec.start_cmd, spec.ready_cmd, base, layers, state)
+        uppers = [self.layers.upper(layer) for layer in layers]
+        manifest = await assemble(
+            self._templates, record, base, uppers, state, spec.start_cmd, spec.ready_cmd, self._runtime.name
+        )
         if manifest.ready_cmd:
             out(f"Waiting for the ready command: {manifest.ready_cmd}", step="finalize")
         try:
@@ -397,92 +390,6 @@ class TemplateBuilds:
         networks = [n.strip() for n in self._settings.build_allow_networks.split(",") if n.strip()]
         return EgressPolicy(allow_out=allowed, allow_internet_access=False, reach_reserved=networks)
 
-    async def _install(
-        self,
-        record: TemplateBuildRecord,
-        start_cmd: str | None,
-        ready_cmd: str | None,
-        base: Base,
-        layers: list[str],
-        state: StepState,
-    ) -> TemplateManifest:
-        try:
-            base_rootfs = await asyncio.to_thread(base.rootfs)
-        except BaseUnavailable as exc:
-            raise BuildFailed(str(exc), "finalize") from None
-        await asyncio.to_thread(self._templates.root.mkdir, parents=True, exist_ok=True)
-        work = Path(
-            await asyncio.to_thread(tempfile.mkdtemp, f"-{record.build_id}", ".build-", self._templates.root)
-        )
-        try:
-            uppers = [self.layers.upper(layer) for layer in layers] + base.overlays
-            try:
-                await asyncio.to_thread(layer_fs.flatten, base_rootfs, uppers, work / "rootfs")
-            except (LayerError, OSError) as exc:
-                raise BuildFailed(f"assembling the template failed: {exc}", "finalize") from None
-            init = base.init
-            if start_cmd:
-                try:
-                    init = await asyncio.to_thread(
-                        start_script.write,
-                        work / "rootfs",
-                        record.build_id,
-                        start_cmd=start_cmd,
-                        user=state.user,
-                        workdir=state.workdir,
-                        env=state.env,
-                        services_init=base.services_init,
-                    )
-                except (ValueError, OSError) as exc:
-                    raise BuildFailed(f"installing the start command failed: {exc}", "finalize") from None
-            names = [record.name, *(f"{record.name}:{tag}" for tag in record.tags)]
-            manifest = TemplateManifest(
-                template_id=record.template_id,
-                aliases=names,
-                build_id=record.build_id,
-                envd_version=base.envd_version,
-                cpu_count=record.cpu_count,
-                memory_mb=record.memory_mb,
-                disk_mb=base.disk_mb,
-                user=state.user,
-                init=init,
-                built_at=time.time(),
-                services=base.services,
-                runtimes=[self._runtime.name],
-                owner=record.owner,
-                names=[record.name],
-                workdir=state.workdir,
-                env_vars=state.env,
-                start_cmd=start_cmd if start_cmd else base.start_cmd,
-                ready_cmd=ready_cmd if (ready_cmd or start_cmd) else base.ready_cmd,
-                base_init=base.services_init,
-            )
-            await asyncio.to_thread(
-                (work / "template.json").write_text, json.dumps(manifest.to_dict(), indent=2)
-            )
-            await asyncio.to_thread(self._templates.install, record.template_id, work)
-            return manifest
-        finally:
-            await asyncio.to_thread(shutil.rmtree, work, True)
-
-
-def template_record(manifest: TemplateManifest) -> TemplateRecord:
-    """What the node says of a template it holds (heart-beats, and a build that finished)."""
-    return TemplateRecord(
-        template_id=manifest.template_id,
-        aliases=manifest.aliases,
-        build_id=manifest.build_id,
-        envd_version=manifest.envd_version,
-        cpu_count=manifest.cpu_count,
-        memory_mb=manifest.memory_mb,
-        disk_mb=manifest.disk_mb,
-        created_at=manifest.built_at,
-        public=not manifest.owner,
-        owner=manifest.owner,
-        names=manifest.names,
-        runtimes=manifest.runtimes,
-    )
-
 
 def _disk_id(build_id: str) -> str:
     return "build-" + build_id.replace("-", "")[:24]
@@ -496,9 +403,3 @@ def _drop_mount_points(upper: Path) -> None:
             target.unlink()
         else:
             shutil.rmtree(target)
-
-
-def _reason(exc: BuildFailed) -> str:
-    if not exc.tail:
-        return exc.message
-    return exc.message + "\n" + "\n".join(exc.tail)
