@@ -8,6 +8,8 @@ ROOTS = {"corral_libs": "libs", "corral_services": "services"}
 
 setup(
     package_dir=ROOTS,
+    # The Java kernel's evaluator, compiled inside the template (java_kernel.py).
+    package_data={"corral_services.interpreter": ["java/*.java"]},
     packages=[
         package.replace(folder, name, 1)
         for name, folder in ROOTS.items()

@@ -5,7 +5,8 @@
 #   conntrack for sandbox egress, Node.js, and for microVMs QEMU, busybox (the guest's initramfs),
 #   e2fsprogs, iptables and the kernel-image unpackers; for templates from images skopeo (pulls),
 #   umoci (unpacks layers), patchelf and tini (envd's own Python and init in images), and the
-#   registry (docker-registry) the image tests push to (token auth)
+#   registry (docker-registry) the image tests push to (token auth); the code interpreter's R
+#   (IRkernel) and Java (a JDK: JShell) kernels, for its tests on the host
 #   .venv with Corral and its dev tools (pip), .venv-e2b-2.31 with the old e2b SDK for the
 #   compatibility tests, and the npm e2b SDK under tests/e2e/node
 set -euo pipefail
@@ -17,6 +18,7 @@ APT_PACKAGES=(
   libnss-myhostname
   qemu-system-x86 qemu-utils busybox-static e2fsprogs iptables lz4 zstd xz-utils
   skopeo umoci patchelf tini docker-registry
+  r-base-core r-cran-irkernel default-jdk-headless
 )
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .contexts import Context, Contexts, UnknownContext
+from .contexts import BadWorkingDirectory, Context, Contexts, UnknownContext
 from .execution import Execution
 from .languages import LANGUAGES, Language, language
 
@@ -90,6 +90,8 @@ def create_app(
                 context = await contexts.default(_language(body.language), default_cwd)
             except BadRequest:
                 raise
+            except BadWorkingDirectory as exc:
+                raise BadRequest(400, str(exc)) from None
             except Exception as exc:
                 log.exception("starting the default %s context failed", body.language)
                 raise BadRequest(
@@ -106,7 +108,14 @@ def create_app(
     async def create_context(request: Request) -> Response:
         body = await _body(request, ContextBody)
         assert isinstance(body, ContextBody)
-        context = await contexts.create(_language(body.language), body.cwd or default_cwd)
+        language = _language(body.language)
+        try:
+            context = await contexts.create(language, body.cwd or default_cwd)
+        except BadWorkingDirectory as exc:
+            raise BadRequest(400, str(exc)) from None
+        except Exception as exc:
+            log.exception("starting a %s context failed", language.name)
+            raise BadRequest(500, f"could not start a {language.name} kernel: {exc}") from None
         return JSONResponse(context.describe())
 
     async def list_contexts(request: Request) -> Response:

@@ -1,8 +1,8 @@
 """Contexts: one Jupyter kernel each (the context id is the kernel id), with its language,
 working directory and the lock that lets one execution at a time talk to it.
 
-Kernels talk to the interpreter over ZeroMQ `ipc` (Unix sockets) rather than TCP: a sandbox
-snapshot cannot save connected TCP sockets on gVisor, Unix sockets it can.
+Kernels that can talk over ZeroMQ `ipc` (Unix sockets) do (see languages.py): nothing else
+in the sandbox can reach them there.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,21 +46,26 @@ class Context:
 
 
 def _kernel_specs(directory: Path) -> KernelSpecManager:
-    """One kernel spec per language, all started by `kernel_launcher` (see there why)."""
     for language in LANGUAGES.values():
         spec_dir = directory / language.kernel
         spec_dir.mkdir(parents=True, exist_ok=True)
-        # -P: the kernel starts in the user's working directory, which must not stand in for
-        # what the launcher imports (it puts the directory on the path afterwards).
-        argv = [sys.executable, "-P", "-m", "corral_services.interpreter.kernel_launcher", language.name]
-        spec = {
-            "argv": [*argv, "-f", "{connection_file}"],
-            "display_name": language.name,
-            "language": language.name,
-            "interrupt_mode": "signal",
-        }
-        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+        (spec_dir / "kernel.json").write_text(json.dumps(language.kernel_spec()))
     return KernelSpecManager(kernel_dirs=[str(directory)])
+
+
+class BadWorkingDirectory(ValueError):
+    pass
+
+
+def _check_cwd(cwd: str) -> None:
+    if not os.path.isabs(cwd):
+        raise BadWorkingDirectory(f"cwd '{cwd}' is not an absolute path")
+    if not os.path.exists(cwd):
+        raise BadWorkingDirectory(f"cwd '{cwd}' does not exist")
+    if not os.path.isdir(cwd):
+        raise BadWorkingDirectory(f"cwd '{cwd}' is not a directory")
+    if not os.access(cwd, os.X_OK):
+        raise BadWorkingDirectory(f"cwd '{cwd}' cannot be entered (permission denied)")
 
 
 class UnknownContext(LookupError):
@@ -69,9 +73,8 @@ class UnknownContext(LookupError):
 
 
 class Contexts:
-    def __init__(self, runtime_dir: Path | None = None, transport: str = "ipc") -> None:
+    def __init__(self, runtime_dir: Path | None = None) -> None:
         self._runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="corral-kernels-"))
-        self._transport = transport
         self._specs = _kernel_specs(self._runtime_dir / "kernelspecs")
         self._by_id: dict[str, Context] = {}
         self._defaults: dict[str, str] = {}  # language -> its default context's id
@@ -87,14 +90,15 @@ class Contexts:
         return context
 
     async def create(self, language: Language, cwd: str) -> Context:
+        """Starts a kernel in `cwd`; BadWorkingDirectory if it cannot run there."""
+        await asyncio.to_thread(_check_cwd, cwd)
         manager = AsyncKernelManager(
-            kernel_name=language.kernel, kernel_spec_manager=self._specs, transport=self._transport
+            kernel_name=language.kernel, kernel_spec_manager=self._specs, transport=language.transport
         )
-        if self._transport == "ipc":
+        if language.transport == "ipc":
             manager.ip = str(self._runtime_dir / f"kernel-{os.urandom(6).hex()}")
-        env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-        exists = await asyncio.to_thread(os.path.isdir, cwd)
-        await manager.start_kernel(cwd=cwd if exists else None, env=env)
+        env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1", **language.env}
+        await manager.start_kernel(cwd=cwd, env=env)
         client = manager.client()
         client.start_channels()
         try:

@@ -96,6 +96,23 @@ class Execution:
         client = self._context.client
         msg_id = client.execute(code, silent=True, store_history=False)
         await self._reply(msg_id, SETUP_TIMEOUT_S)
+        await self._idle(msg_id, SETUP_TIMEOUT_S)
+
+    async def _idle(self, msg_id: str, timeout_s: float) -> None:
+        """Waits for the kernel to say it is idle after `msg_id`: Deno's kernel drops the
+        output of the next request if it arrives before then."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the kernel did not become idle within {timeout_s:.0f}s")
+            msg = await self._context.client.get_iopub_msg(timeout=remaining)
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["msg_type"] == "status"
+                and msg["content"].get("execution_state") == "idle"
+            ):
+                return
 
     async def _reply(self, msg_id: str, timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
@@ -111,6 +128,7 @@ class Execution:
         context = self._context
         self._msg_id = context.client.execute(self._code, store_history=True, allow_stdin=False)
         silent_polls = 0
+        flush_id: str | None = None
         while True:
             try:
                 msg = await context.client.get_iopub_msg(timeout=POLL_S)
@@ -124,12 +142,22 @@ class Execution:
                     yield {"type": "keepalive"}
                 continue
             silent_polls = 0
-            if msg["parent_header"].get("msg_id") != self._msg_id:
-                continue
+            parent = msg["parent_header"].get("msg_id")
             kind, content = msg["msg_type"], msg["content"]
-            if kind == "status" and content.get("execution_state") == "idle":
+            idle = kind == "status" and content.get("execution_state") == "idle"
+            if flush_id is not None and parent == flush_id and idle:
                 yield {"type": "end_of_execution"}
                 return
+            if parent != self._msg_id:
+                continue
+            if idle:
+                if not context.language.late_results:
+                    yield {"type": "end_of_execution"}
+                    return
+                # Deno's kernel may publish a result after saying it is idle, but always
+                # before it handles the next request: an empty one flushes it.
+                flush_id = context.client.execute("", silent=True, store_history=False)
+                continue
             line = _line(kind, content, msg["header"].get("date"))
             if line is not None:
                 yield line

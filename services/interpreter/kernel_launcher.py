@@ -1,4 +1,4 @@
-"""Starts a kernel (`python -m corral_services.interpreter.kernel_launcher python|bash -f <file>`).
+"""Starts a kernel (`python -m corral_services.interpreter.kernel_launcher python|bash|java -f <file>`).
 Python kernels load E2B's result formats (`display.py`). One change to ipykernel: the pipe
 that carries forked subprocesses' output listens on a Unix socket instead of TCP on
 127.0.0.1. gVisor cannot checkpoint a listening TCP socket that anything waits on, and
@@ -48,6 +48,10 @@ def main() -> None:
         from bash_kernel.kernel import BashKernel
 
         IPKernelApp.launch_instance(kernel_class=BashKernel)
+    elif language == "java":
+        from .java_kernel import JavaKernel
+
+        IPKernelApp.launch_instance(kernel_class=JavaKernel)
     else:
         IPKernelApp.launch_instance(extensions=["corral_services.interpreter.display"])
 

@@ -1,5 +1,6 @@
-"""Runs the interpreter: uvicorn on port 49999, a default Python context started before the
-port opens (a sandbox is only ready once a kernel answers)."""
+"""Runs the interpreter: uvicorn on port 49999, the default Python and JavaScript contexts
+started before the port opens (a sandbox is only ready once its kernels answer, and a
+template's snapshot holds them warm)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from corral_libs.telemetry import setup_telemetry
 
 from .app import create_app, envd_env_fetcher
 from .contexts import Contexts
-from .languages import LANGUAGES
+from .languages import DEFAULT_LANGUAGES, LANGUAGES
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,14 @@ async def serve(settings: InterpreterSettings) -> None:
     runtime_dir = Path(settings.runtime_dir) if settings.runtime_dir else None
     contexts = Contexts(runtime_dir)
     async with httpx.AsyncClient() as envd:
-        await contexts.default(LANGUAGES["python"], settings.default_cwd)
+        for name in DEFAULT_LANGUAGES:
+            try:
+                await contexts.default(LANGUAGES[name], settings.default_cwd)
+            except Exception:
+                if name == "python":
+                    raise
+                # Its first run starts it (and says what failed) instead.
+                log.exception("the default %s context did not start", name)
         listener = Listener(settings.host, settings.port)
         fetch_env = envd_env_fetcher(envd, settings.envd_url)
         app = create_app(contexts, settings.default_cwd, fetch_env, prepare_snapshot=listener.close)

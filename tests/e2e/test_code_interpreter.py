@@ -23,7 +23,9 @@ def test_run_code_in_a_sandbox(conn, code_interpreter):
         assert sbx.run_code("x = 41\nprint('hi')").logs.stdout == ["hi\n"]
         assert sbx.run_code("x + 1").text == "42"
         assert sbx.run_code("import os; os.environ['FROM_CREATE']").text == "yes"
-        assert sbx.run_code("import getpass; getpass.getuser()").text == "user"
+        # As in E2B's template: kernels run as root, in the user's home.
+        assert sbx.run_code("import getpass; getpass.getuser()").text == "root"
+        assert sbx.run_code("import os; os.getcwd()").text == "/home/user"
 
         error = sbx.run_code("1 / 0").error
         assert error is not None and error.name == "ZeroDivisionError"
@@ -88,4 +90,5 @@ def test_npm_code_interpreter_sdk(stack, code_interpreter):
     assert seen["error"] == "ZeroDivisionError"
     assert seen["cwd"] == "/tmp"
     assert seen["streamed"] == ["streamed\n"]
-    assert "python" in seen["contexts"]
+    assert {"python", "javascript"} <= set(seen["contexts"])
+    assert seen["languages"] == {"js": "42", "ts": "42", "r": "[1] 42", "java": "42"}

@@ -39,16 +39,18 @@ ENVD_PREFIX = "/opt/corral"
 INTERPRETER_PORT = 49999
 MPL_CONFIG_DIR = f"{ENVD_PREFIX}/matplotlib"
 START_SERVICES = f"{ENVD_PREFIX}/bin/start-services"
+JAVA_CLASSES = f"{ENVD_PREFIX}/java"  # java_kernel.py's CLASS_DIR
+JAVA_SOURCE = "corral_services/interpreter/java/CorralJShell.java"
 # Templates with the code interpreter run two services under tini. tini -g passes SIGUSR1
 # (listen again, after a restore) to the whole group; this shell ignores it.
 START_SERVICES_SCRIPT = f"""#!/bin/sh
-# envd (as root) and the code interpreter (as the sandbox user); the interpreter is started
-# again if it dies.
+# envd and the code interpreter, both as root (as in E2B's template: its kernels may enter
+# /root, and code they run may install system packages); the interpreter is started again if
+# it dies.
 trap '' USR1
 (
   while :; do
-    setpriv --reuid={{user}} --regid={{user}} --init-groups \\
-      env HOME=/home/{{user}} USER={{user}} LOGNAME={{user}} SHELL=/bin/bash MPLCONFIGDIR={MPL_CONFIG_DIR} \\
+    env HOME=/root USER=root LOGNAME=root SHELL=/bin/bash MPLCONFIGDIR={MPL_CONFIG_DIR} \\
       {ENVD_PREFIX}/venv/bin/python -P -m corral_services.interpreter
     sleep 0.5
   done
@@ -248,9 +250,14 @@ async def _install_interpreter(
         "matplotlib",
     )
     await _run(_in_root(rootfs, "chmod", "-R", "a+rwX", MPL_CONFIG_DIR), progress, "matplotlib")
+    progress("compiling the Java kernel's evaluator")
+    source = f"{ENVD_PREFIX}/venv/lib/python{version.rsplit('.', 1)[0]}/site-packages/{JAVA_SOURCE}"
+    await _run(_in_root(rootfs, "javac", "-d", JAVA_CLASSES, source), progress, "javac")
+    # Deno (the JavaScript and TypeScript kernel) on everyone's PATH, as in E2B's template.
+    (rootfs / "usr" / "local" / "bin" / "deno").symlink_to(f"{ENVD_PREFIX}/venv/bin/deno")
     script = rootfs / START_SERVICES.lstrip("/")
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(START_SERVICES_SCRIPT.format(user=recipe.user))
+    script.write_text(START_SERVICES_SCRIPT)
     script.chmod(0o755)
 
 

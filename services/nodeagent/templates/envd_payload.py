@@ -20,7 +20,7 @@ ENVD_DISTRIBUTIONS = (
 
 
 # And what the code interpreter adds (its kernels), for templates that have one.
-INTERPRETER_DISTRIBUTIONS = ("bash_kernel", "httpx", "ipykernel", "jupyter-client")
+INTERPRETER_DISTRIBUTIONS = ("bash_kernel", "deno", "httpx", "ipykernel", "jupyter-client")
 
 
 def _pinned(names: tuple[str, ...]) -> list[str]:

@@ -24,6 +24,7 @@ SOURCES = (
 )
 
 
+SUFFIXES = (".py", ".c", ".java")
 # Only templates with the code interpreter depend on it.
 INTERPRETER_SOURCES = ("services/interpreter",)
 
@@ -38,7 +39,7 @@ def source_fingerprint(recipe_path: Path) -> str:
         sources += INTERPRETER_SOURCES
     for source in sources:
         path = REPO_ROOT / source
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".py", ".c")) if path.is_dir() else [path]
+        files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES) if path.is_dir() else [path]
         for file in files:
             digest.update(str(file.relative_to(REPO_ROOT)).encode())
             digest.update(file.read_bytes())

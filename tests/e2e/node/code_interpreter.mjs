@@ -11,7 +11,12 @@ const cwd = await sbx.runCode('import os; os.getcwd()', { context })
 const streamed = []
 await sbx.runCode('print("streamed")', { onStdout: (m) => streamed.push(m.line) })
 const contexts = (await sbx.listCodeContexts()).map((c) => c.language)
+const languages = {}
+for (const [language, code] of [['js', '6 * 7'], ['ts', 'const n: number = 6; n * 7'], ['r', '6 * 7'], ['java', '6 * 7']]) {
+  const execution = await sbx.runCode(code, { language })
+  languages[language] = execution.error ? execution.error.name : execution.results.map((r) => r.text).join()
+}
 await sbx.kill()
 console.log(JSON.stringify({
-  stdout: first.logs.stdout, text: second.text, error: error.error?.name, cwd: cwd.text, streamed, contexts,
+  stdout: first.logs.stdout, text: second.text, error: error.error?.name, cwd: cwd.text, streamed, contexts, languages,
 }))
