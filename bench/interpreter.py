@@ -1,8 +1,8 @@
-"""Code interpreter latency through the whole stack with the e2b-code-interpreter SDK:
-create -> first `run_code("1+1")` result (from the warm pool, one create a second), and the
-`run_code` round trip in a warm context.
+"""Code interpreter latency through the whole stack with the e2b-code-interpreter SDK, per
+language: create -> first `run_code` result (from the warm pool, one create a second), and
+the `run_code` round trip in a warm context.
 
-    .venv/bin/python bench/interpreter.py [--creates 20] [--runs 200]
+    .venv/bin/python bench/interpreter.py [--creates 10] [--runs 100] [--languages python,r]
 
 Starts its own stack (real NATS, Redis, runsc); builds the code-interpreter template first
 if this machine lacks it. Prints a table and, last, one JSON line.
@@ -75,43 +75,73 @@ def native_import_pandas_s(runs: int = 3) -> float:
     )
 
 
+# What each language runs; its first call in a new sandbox pays a kernel start unless the
+# template's snapshot holds that kernel warm (python and javascript, E2B's defaults).
+LANGUAGE_CODE = {
+    "python": "1+1",
+    "javascript": "1+1",
+    "typescript": "const n: number = 1; n + 1",
+    "r": "1+1",
+    "java": "1+1",
+    "bash": "echo 2",
+}
+
+
+def first_and_warm(conn: dict, language: str, creates: int, runs: int) -> dict[str, dict[str, float]]:
+    code = LANGUAGE_CODE[language]
+    first: list[float] = []
+    for _ in range(creates):
+        start = time.perf_counter()
+        sbx = Sandbox.create(**conn)
+        execution = sbx.run_code(code, language=language)
+        first.append((time.perf_counter() - start) * 1000)
+        assert execution.error is None, (language, execution.error)
+        sbx.kill()
+        time.sleep(1)  # one create a second: the pool keeps up
+    sbx = Sandbox.create(**conn)
+    sbx.run_code(code, language=language)
+    warm: list[float] = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sbx.run_code(code, language=language)
+        warm.append((time.perf_counter() - start) * 1000)
+    sbx.kill()
+    return {"create_to_first_result": stats(first), "warm_run_code": stats(warm)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--creates", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--creates", type=int, default=10, help="per language")
+    parser.add_argument("--runs", type=int, default=100, help="per language")
+    parser.add_argument("--languages", default=",".join(LANGUAGE_CODE))
     add_runtime_options(parser)
     args = parser.parse_args()
+    languages = args.languages.split(",")
     with bench_stack("interp", 28000, platform=args.platform, templates=("base", TEMPLATE)) as stack:
         key = asyncio.run(stack.create_api_key("bench"))
         conn = stack.sdk_options(key)
         asyncio.run(wait_offered(stack))
-        first_result: list[float] = []
-        for _ in range(args.creates):
-            start = time.perf_counter()
-            sbx = Sandbox.create(**conn)
-            assert sbx.run_code("1+1").text == "2"
-            first_result.append((time.perf_counter() - start) * 1000)
-            sbx.kill()
-            time.sleep(1)  # one create a second: the pool keeps up
+        results = {
+            language: first_and_warm(conn, language, args.creates, args.runs) for language in languages
+        }
         sbx = Sandbox.create(**conn)
-        sbx.run_code("1+1")
-        round_trips: list[float] = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            sbx.run_code("1+1")
-            round_trips.append((time.perf_counter() - start) * 1000)
         pandas_s = import_pandas_s(sbx)
-        native_s = native_import_pandas_s()
         sbx.kill()
+        native_s = native_import_pandas_s()
         runtime = runtime_of(stack)
-    results = {"create_to_first_result": stats(first_result), "warm_run_code": stats(round_trips)}
-    print(f"{'':<26} {'n':>5} {'p50':>9} {'p95':>9}")
-    for name, row in results.items():
-        print(f"{name:<26} {row['n']:>5} {row['p50_ms']:>9} {row['p95_ms']:>9}")
+    print(f"{'language':<12} {'first p50':>10} {'first p95':>10} {'warm p50':>9} {'warm p95':>9}  (ms)")
+    for language, rows in results.items():
+        first, warm = rows["create_to_first_result"], rows["warm_run_code"]
+        cells = f"{first['p50_ms']:>10} {first['p95_ms']:>10} {warm['p50_ms']:>9} {warm['p95_ms']:>9}"
+        print(f"{language:<12} {cells}")
     ratio = pandas_s / native_s
     print(f"import pandas: {pandas_s:.2f} s in a sandbox, {native_s:.2f} s native ({ratio:.1f}x)")
     pandas = {"sandbox_s": round(pandas_s, 2), "native_s": round(native_s, 2), "ratio": round(ratio, 1)}
-    print(json.dumps({"bench": "interpreter", "runtime": runtime, **results, "import_pandas": pandas}))
+    print(
+        json.dumps(
+            {"bench": "interpreter", "runtime": runtime, "languages": results, "import_pandas": pandas}
+        )
+    )
 
 
 if __name__ == "__main__":
