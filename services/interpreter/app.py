@@ -5,10 +5,12 @@ plain text, as the reference server answers them."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 import httpx
 import msgspec
+from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -140,7 +142,18 @@ def create_app(
 
     async def on_bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadRequest)
-        return PlainTextResponse(exc.message, status_code=exc.status)
+        if exc.status < 500:
+            return PlainTextResponse(exc.message, status_code=exc.status)
+        trace_id = _trace_id()
+        log.error(
+            "%s %s answered %d: %s (trace id %s)", request.method, request.url.path, exc.status, exc, trace_id
+        )
+        return PlainTextResponse(f"{exc.message} (trace id {trace_id})", status_code=exc.status)
+
+    async def on_fault(request: Request, exc: Exception) -> Response:
+        trace_id = _trace_id()
+        log.exception("%s %s failed (trace id %s)", request.method, request.url.path, trace_id)
+        return PlainTextResponse(f"internal error in the interpreter (trace id {trace_id})", status_code=500)
 
     return Starlette(
         routes=[
@@ -152,8 +165,14 @@ def create_app(
             Route("/contexts/{context_id}", delete_context, methods=["DELETE"]),
             Route("/snapshot/prepare", prepare, methods=["POST"]),
         ],
-        exception_handlers={BadRequest: on_bad_request},
+        exception_handlers={BadRequest: on_bad_request, Exception: on_fault},
     )
+
+
+def _trace_id() -> str:
+    """The current trace's id, so a 5xx in a client's log can be found in ours."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else uuid.uuid4().hex
 
 
 def envd_env_fetcher(client: httpx.AsyncClient, envd_url: str) -> SandboxEnvFetcher:

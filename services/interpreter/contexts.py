@@ -79,9 +79,12 @@ class Contexts:
         self._by_id: dict[str, Context] = {}
         self._defaults: dict[str, str] = {}  # language -> its default context's id
         self._default_locks: dict[str, asyncio.Lock] = {}
+        # Default contexts started ahead of their first use (warm in a template's snapshot),
+        # listed only once used: E2B lists a language's default context from its first run.
+        self._unlisted: set[str] = set()
 
     def list(self) -> list[Context]:
-        return list(self._by_id.values())
+        return [context for context in self._by_id.values() if context.id not in self._unlisted]
 
     def get(self, context_id: str) -> Context:
         context = self._by_id.get(context_id)
@@ -112,14 +115,18 @@ class Contexts:
         log.info("context %s (%s) started in %s", context.id, language.name, cwd)
         return context
 
-    async def default(self, language: Language, cwd: str) -> Context:
-        """The language's shared context, started on first use."""
+    async def default(self, language: Language, cwd: str, *, listed: bool = True) -> Context:
+        """The language's shared context, started on first use (or ahead of it, unlisted)."""
         async with self._default_locks.setdefault(language.name, asyncio.Lock()):
             context_id = self._defaults.get(language.name)
             if context_id in self._by_id:
+                if listed:
+                    self._unlisted.discard(context_id)
                 return self._by_id[context_id]
             context = await self.create(language, cwd)
             self._defaults[language.name] = context.id
+            if not listed:
+                self._unlisted.add(context.id)
             return context
 
     async def restart(self, context: Context) -> None:
@@ -133,6 +140,7 @@ class Contexts:
 
     async def delete(self, context: Context) -> None:
         self._by_id.pop(context.id, None)
+        self._unlisted.discard(context.id)
         context.client.stop_channels()
         await context.manager.shutdown_kernel(now=True)
 

@@ -1,6 +1,7 @@
-"""Runs the interpreter: uvicorn on port 49999, the default Python and JavaScript contexts
-started before the port opens (a sandbox is only ready once its kernels answer, and a
-template's snapshot holds them warm)."""
+"""Runs the interpreter: uvicorn on port 49999, the default contexts (E2B's Python and
+JavaScript, and unlisted until used those of the other warm languages) started before the
+port opens (a sandbox is only ready once its kernels answer, and a template's snapshot holds
+them warm)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ class InterpreterSettings(msgspec.Struct):
     host: str = "0.0.0.0"
     port: int = INTERPRETER_PORT
     default_cwd: str = "/home/user"
+    # Languages whose default context starts with the interpreter, so a template's snapshot
+    # holds their kernels warm and no first run pays a kernel start (about 60-150 MiB of
+    # sandbox memory each; python and javascript, E2B's defaults, always start).
+    warm_languages: str = "python,javascript,typescript,r,java,bash"
     envd_url: str = "http://127.0.0.1:49983"
     # Where kernels' ipc sockets and connection files live (a fresh temporary directory if unset).
     runtime_dir: str | None = None
@@ -40,9 +45,12 @@ async def serve(settings: InterpreterSettings) -> None:
     runtime_dir = Path(settings.runtime_dir) if settings.runtime_dir else None
     contexts = Contexts(runtime_dir)
     async with httpx.AsyncClient() as envd:
-        for name in DEFAULT_LANGUAGES:
+        warm = [name for name in settings.warm_languages.split(",") if name in LANGUAGES]
+        for name in [*DEFAULT_LANGUAGES, *(name for name in warm if name not in DEFAULT_LANGUAGES)]:
             try:
-                await contexts.default(LANGUAGES[name], settings.default_cwd)
+                await contexts.default(
+                    LANGUAGES[name], settings.default_cwd, listed=name in DEFAULT_LANGUAGES
+                )
             except Exception:
                 if name == "python":
                     raise

@@ -178,13 +178,18 @@ def test_default_contexts_are_python_and_javascript(sbx):
     assert {"python", "javascript"} <= languages
 
 
-def test_bad_working_directories_are_400s(sbx, interpreter, tmp_path):
+def test_bad_input_and_working_directories_are_400s(sbx, interpreter, tmp_path):
     (tmp_path / "a-file").write_text("")
     with httpx.Client(base_url=interpreter.url) as client:
         for cwd in ("/no/such/dir", str(tmp_path / "a-file"), "relative/dir"):
             response = client.post("/contexts", json={"language": "python", "cwd": cwd})
             assert response.status_code == 400, response.text
             assert cwd in response.text
+        for body in ({"code": 5}, {"code": "1", "env_vars": ["A"]}, {"code": "1", "language": "cobol"}):
+            response = client.post("/execute", json=body)
+            assert response.status_code == 400 and response.text, body
+        assert client.post("/contexts", json={"language": 5}).status_code == 400
+        assert client.post("/contexts", json={"language": "fortran"}).status_code == 400
     with pytest.raises(SandboxException, match="/no/such/dir"):
         sbx.create_code_context(cwd="/no/such/dir")
 
