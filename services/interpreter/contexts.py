@@ -8,9 +8,11 @@ in the sandbox can reach them there.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import os
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,17 @@ def _kernel_specs(directory: Path) -> KernelSpecManager:
         spec_dir.mkdir(parents=True, exist_ok=True)
         (spec_dir / "kernel.json").write_text(json.dumps(language.kernel_spec()))
     return KernelSpecManager(kernel_dirs=[str(directory)])
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the kernel's process before it execs: killed when the interpreter goes.
+    ipykernel's kernels watch their parent themselves; Deno's and R's do not, and would
+    outlive an interpreter that died (and was started again) by the dozen."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class BadWorkingDirectory(ValueError):
@@ -101,7 +114,7 @@ class Contexts:
         if language.transport == "ipc":
             manager.ip = str(self._runtime_dir / f"kernel-{os.urandom(6).hex()}")
         env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1", **language.env}
-        await manager.start_kernel(cwd=cwd, env=env)
+        await manager.start_kernel(cwd=cwd, env=env, preexec_fn=_die_with_parent)
         client = manager.client()
         client.start_channels()
         try:

@@ -6,12 +6,16 @@ default contexts and bad working directories."""
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from e2b import SandboxException, TimeoutException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
+
+from tests.harness.interpreter import InterpreterProcess
 
 
 @dataclass(frozen=True)
@@ -202,3 +206,21 @@ async def test_async_sdk_runs_each_language(interpreter):
         assert execution.error is None, (language, execution.error)
         assert "".join(m.line for m in lines) == "hello\n", language
         assert texts(await sbx.run_code(code.value, language=language)) == [code.value_text], language
+
+
+def test_no_kernel_outlives_the_interpreter():
+    """Deno's and R's kernels do not watch their parent: killed with it, an interpreter that
+    is started again would leave a set of kernels behind each time."""
+    server = InterpreterProcess().start()
+    assert server.process is not None
+    kernels = [
+        int(pid)
+        for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    ]
+    assert len(kernels) >= len(CODE)  # every language starts warm
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in kernels) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in kernels if Path(f"/proc/{pid}").exists()]
