@@ -101,28 +101,18 @@ class Execution:
     async def _idle(self, msg_id: str, timeout_s: float) -> None:
         """Waits for the kernel to say it is idle after `msg_id`: Deno's kernel drops the
         output of the next request if it arrives before then."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"the kernel did not become idle within {timeout_s:.0f}s")
-            msg = await self._context.client.get_iopub_msg(timeout=remaining)
-            if (
-                msg["parent_header"].get("msg_id") == msg_id
-                and msg["msg_type"] == "status"
-                and msg["content"].get("execution_state") == "idle"
-            ):
-                return
+
+        def idle(msg: dict[str, Any]) -> bool:
+            return msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+
+        client = self._context.client
+        await _wait_for(client.get_iopub_msg, msg_id, idle, timeout_s, "the kernel did not become idle")
 
     async def _reply(self, msg_id: str, timeout_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no reply from the kernel within {timeout_s:.0f}s")
-            msg = await self._context.client.get_shell_msg(timeout=remaining)
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return msg
+        client = self._context.client
+        return await _wait_for(
+            client.get_shell_msg, msg_id, lambda _: True, timeout_s, "no reply from the kernel"
+        )
 
     async def _run(self) -> AsyncIterator[dict[str, Any]]:
         context = self._context
@@ -198,6 +188,24 @@ class Execution:
             await self._silent(snippets.set_env(back))
         if gone:
             await self._silent(snippets.unset_env(gone))
+
+
+async def _wait_for(
+    receive: Callable[..., Awaitable[dict[str, Any]]],
+    msg_id: str,
+    matches: Callable[[dict[str, Any]], bool],
+    timeout_s: float,
+    failure: str,
+) -> dict[str, Any]:
+    """The first message on a channel that answers `msg_id` and `matches`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{failure} within {timeout_s:.0f}s")
+        msg = await receive(timeout=remaining)
+        if msg["parent_header"].get("msg_id") == msg_id and matches(msg):
+            return msg
 
 
 def _timestamp(date: Any) -> str | None:
