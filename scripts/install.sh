@@ -3,7 +3,7 @@
 #   system packages (apt-get): Python, bubblewrap, gVisor (runsc, from bookworm-backports where the
 #   host's Debian has it), Redis, debootstrap, iproute2, nftables (with its Python binding) and
 #   conntrack for sandbox egress, Node.js, and for microVMs QEMU, busybox (the guest's initramfs),
-#   e2fsprogs, iptables and the kernel-image unpackers; for templates from images skopeo (pulls),
+#   e2fsprogs, iptables, the kernel-image unpackers and what virtiofsd builds with (volumes); for templates from images skopeo (pulls),
 #   umoci (unpacks layers), patchelf and tini (envd's own Python and init in images), and the
 #   registry (docker-registry) the image tests push to (token auth); the code interpreter's R
 #   (IRkernel) and Java (a JDK: JShell) kernels, for its tests on the host
@@ -17,6 +17,7 @@ APT_PACKAGES=(
   bubblewrap runsc redis-server debootstrap iproute2 util-linux nftables python3-nftables conntrack
   libnss-myhostname
   qemu-system-x86 qemu-utils busybox-static e2fsprogs iptables lz4 zstd xz-utils
+  libseccomp-dev libcap-ng-dev pkg-config
   skopeo umoci patchelf tini docker-registry
   r-base-core r-cran-irkernel default-jdk-headless
 )
@@ -71,6 +72,18 @@ if command -v go >/dev/null && go version | grep -qE 'go1\.(2[6-9]|[3-9][0-9])';
   fi
 else
   echo "    (no Go >= 1.26: keeping Debian's runsc $(dpkg-query -W -f='${Version}' runsc))"
+fi
+# MicroVM volumes: virtiofsd (virtio-fs's vhost-user back-end, which bookworm does not
+# package) built from crates.io at a pinned version into /usr/local/bin, with the host's
+# cargo or else Debian's cargo-web (a current Rust; bookworm's own cargo is too old for it).
+virtiofsd_version=1.14.0
+if [ "$(/usr/local/bin/virtiofsd --version 2>/dev/null)" != "virtiofsd $virtiofsd_version" ]; then
+  if ! command -v cargo >/dev/null; then
+    echo "==> apt-get install cargo-web rustc-web"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cargo-web rustc-web
+  fi
+  echo "==> cargo install virtiofsd@$virtiofsd_version (a minute or two)"
+  cargo install -q --locked --root /usr/local virtiofsd --version "$virtiofsd_version"
 fi
 # MicroVM guests use Debian's cloud kernel, fetched with `apt-get download` when first needed.
 if ! apt-cache policy linux-image-cloud-amd64 2>/dev/null | grep -q "Candidate: [0-9]"; then

@@ -91,8 +91,7 @@ class Checkpoints:
         sandbox_id = request.sandbox_id
         async with self._lock(sandbox_id):
             try:
-                sandbox = self._running_or_refuse(sandbox_id)
-                self._check_files_only(request.memory)
+                sandbox = self._savable_or_refuse(sandbox_id, request.memory)
                 if request.memory:
                     await self._prepare(sandbox, request.envd_access_token)
                 try:
@@ -147,8 +146,7 @@ class Checkpoints:
         async with self._lock(sandbox_id):
             self._writing.add(request.image_id)
             try:
-                sandbox = self._running_or_refuse(sandbox_id)
-                self._check_files_only(request.memory)
+                sandbox = self._savable_or_refuse(sandbox_id, request.memory)
                 if not request.memory:  # the sandbox is not even stopped
                     await self._save(sandbox, image, keep_running=True, memory=False)
                     size = await asyncio.to_thread(self.images.size, image)
@@ -206,10 +204,23 @@ class Checkpoints:
             return "and the sandbox did not survive it"
         return "the sandbox keeps running"
 
-    def _running_or_refuse(self, sandbox_id: str) -> RunningSandbox:
+    def _savable_or_refuse(self, sandbox_id: str, memory: bool) -> RunningSandbox:
+        """The running sandbox, if this node's runtime can save it as asked."""
         sandbox = self._running.get(sandbox_id)
         if sandbox is None:
             raise Refusal(404, f"sandbox '{sandbox_id}' is not running here")
+        if not memory and not self._runtime.saves_files_only:
+            raise Refusal(
+                400,
+                f"filesystem-only pauses and snapshots are not supported by the {self._runtime.name} runtime",
+            )
+        if self._running.volume_ids(sandbox_id) and not self._runtime.saves_volumes:
+            # Not a 409: the SDK reads that as "already paused".
+            raise Refusal(
+                400,
+                f"sandbox '{sandbox_id}' mounts volumes, which the {self._runtime.name} runtime "
+                "cannot save: it cannot be paused or snapshotted (its volumes keep what it wrote)",
+            )
         return sandbox
 
     async def _services(self, sandbox: RunningSandbox) -> list[int]:
@@ -226,13 +237,6 @@ class Checkpoints:
             await envd_client.prepare_snapshot(self._http, sandbox.address, access_token, services)
         except Exception as exc:
             raise Refusal(409, f"envd did not get ready for the checkpoint: {exc}") from None
-
-    def _check_files_only(self, memory: bool) -> None:
-        if not memory and not self._runtime.saves_files_only:
-            raise Refusal(
-                400,
-                f"filesystem-only pauses and snapshots are not supported by the {self._runtime.name} runtime",
-            )
 
     async def _save(
         self, sandbox: RunningSandbox, image: Path, *, keep_running: bool, memory: bool = True

@@ -48,6 +48,9 @@ class RunningSandboxes:
         self._tokens[sandbox.sandbox_id] = access_token
         self._volumes[sandbox.sandbox_id] = volume_ids
 
+    def volume_ids(self, sandbox_id: str) -> tuple[str, ...]:
+        return self._volumes.get(sandbox_id, ())
+
     def mounting(self, volume_id: str) -> list[str]:
         """The sandboxes here that mount the volume."""
         return sorted(s for s, volumes in self._volumes.items() if volume_id in volumes)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,10 +192,35 @@ def test_egress_policies_hold_for_a_guest(vm_stack, vm_conn, testnet):
         sbx.kill()
 
 
-def test_volumes_are_not_offered_by_microvm_nodes(vm_stack, vm_conn):
-    """The guest kernel has no 9p and there is no virtiofsd to serve virtiofs: a node that
-    runs microVMs holds no volumes, and asking for one says why."""
+def test_volumes_reach_the_guest_through_virtio_fs(vm_stack, vm_conn, monkeypatch):
+    """A volume is a virtio-fs mount in the guest (virtiofsd on the node): what the sandbox
+    writes, the content API reads, and the other way round. QEMU 7.2 cannot save such a VM:
+    a pause is refused and says why, and the sandbox runs on."""
     from e2b import Volume
 
-    with pytest.raises(Exception, match="no node that holds volumes"):
-        Volume.create("vm-volume", **vm_conn)
+    monkeypatch.setenv("E2B_VOLUME_API_URL", vm_stack.config.api_url)
+    vol = Volume.create(f"vm-volume-{uuid.uuid4().hex[:8]}", **vm_conn)
+    try:
+        vol.write_file("/seed/from host.txt", "from the content API")
+        sbx = Sandbox.create(volume_mounts={"/mnt/my data": vol}, **vm_conn)
+        try:
+            run_dir = _run_dir(vm_stack, sbx.sandbox_id)
+            daemon = int((run_dir / "fs0.pid").read_text())
+            assert sbx.files.read("/mnt/my data/seed/from host.txt") == "from the content API"
+            sbx.commands.run("echo 'from the guest' > '/mnt/my data/guest.txt'")
+            assert sbx.commands.run("stat -c %U '/mnt/my data/guest.txt'").stdout.strip() == "user"
+            assert vol.read_file("/guest.txt") == "from the guest\n"
+            with pytest.raises(Exception, match="mounts volumes"):
+                sbx.pause()
+            with pytest.raises(Exception, match="mounts volumes"):
+                sbx.create_snapshot()
+            assert sbx.commands.run("cat '/mnt/my data/guest.txt'").stdout == "from the guest\n"
+        finally:
+            sbx.kill()
+        deadline = time.time() + 30
+        while not _gone(daemon) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _gone(daemon), "the VM's virtiofsd outlived it"
+        assert vol.read_file("/guest.txt") == "from the guest\n"
+    finally:
+        Volume.destroy(vol.volume_id, **vm_conn)

@@ -4,6 +4,7 @@ the QMP conversations (against a recording QMP stand-in), and the guest's making
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import struct
 from pathlib import Path
@@ -16,6 +17,7 @@ from corral_services.nodeagent.runtime import select
 from corral_services.nodeagent.runtime.microvm import guest, probe, qmp, vm_network
 from corral_services.nodeagent.runtime.microvm.guest import Guest
 from corral_services.nodeagent.runtime.microvm.qemu import Memory, VmConfig, kernel_cmdline, qemu_argv
+from corral_services.nodeagent.runtime.microvm.shared_dirs import shared_dirs
 from corral_services.nodeagent.settings import NodeSettings
 
 INIT = ("/usr/bin/tini", "-s", "--", "/opt/corral/venv/bin/python", "-m", "corral_services.envd")
@@ -149,6 +151,27 @@ def test_kernel_command_line_carries_the_init_and_the_guest_network(tmp_path):
     assert "tsc_early_khz=2600000" in cmdline.split()
     with pytest.raises(ValueError, match="kernel command line"):
         kernel_cmdline(_config(tmp_path, init=("/bin/sh", "-c", "echo two words")))
+
+
+def test_volumes_are_virtio_fs_devices_over_shared_guest_ram(tmp_path):
+    shared = shared_dirs((("/var/lib/corral/volumes/v1/data", "/mnt/my data"), ("/srv/v2", "/work")))
+    config = _config(tmp_path, layers=(tmp_path / "own.qcow2",), shared_dirs=shared)
+    argv = qemu_argv(config)
+    # virtiofsd reads and writes guest RAM itself: it must be shared memory.
+    assert _option(argv, "-object")[0] == "memory-backend-memfd,id=mem,size=512M,share=on"
+    assert _option(argv, "-chardev")[1:] == [
+        f"socket,id=fs0,path={tmp_path / 'run' / 'fs0.sock'}",
+        f"socket,id=fs1,path={tmp_path / 'run' / 'fs1.sock'}",
+    ]
+    devices = _option(argv, "-device")
+    assert "vhost-user-fs-device,chardev=fs0,tag=corral0" in devices
+    assert "vhost-user-fs-device,chardev=fs1,tag=corral1" in devices
+    # Paths with spaces reach the guest's init intact.
+    (encoded,) = [a.removeprefix("corral.volumes=") for a in kernel_cmdline(config).split() if "volumes" in a]
+    assert base64.b64decode(encoded).decode() == "corral0 /mnt/my data\ncorral1 /work\n"
+    assert "corral.volumes" not in kernel_cmdline(_config(tmp_path))
+    with pytest.raises(ValueError, match="line break"):
+        kernel_cmdline(_config(tmp_path, shared_dirs=shared_dirs((("/srv", "/a\nb"),))))
 
 
 def test_each_namespace_forwards_its_sandbox_address_to_the_same_guest_address():

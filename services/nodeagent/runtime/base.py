@@ -62,6 +62,8 @@ class Runtime(Protocol):
     image_format: str
     # Whether `SandboxSpec.volumes` are mounted (else a create with volumes is refused).
     supports_volumes: bool
+    # Whether a sandbox that mounts volumes can be paused and snapshotted.
+    saves_volumes: bool
     # Whether `checkpoint_files` works (filesystem-only pauses and snapshots).
     saves_files_only: bool
     # What runs sandboxes, for people (heart-beats, `corral up`): e.g. "runsc 0.0~20240729.0 (ptrace)".

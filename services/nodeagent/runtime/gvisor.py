@@ -111,6 +111,7 @@ class GVisorRuntime:
     # runsc cannot save envd's own connections (runtime notes): envd lets go of them first.
     releases_sockets = True
     supports_volumes = True  # host directories through the gofer
+    saves_volumes = True  # a checkpoint restores with the same bind mounts
 
     def __init__(self, state_dir: Path, platform: str = "ptrace", runsc: Runsc | None = None) -> None:
         self._state_dir = state_dir

@@ -22,8 +22,8 @@ from pathlib import Path
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
 INIT_SCRIPT = Path(__file__).with_name("guest_init.sh")
-# What the guest needs to reach its disk and network; their dependencies come along.
-MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "virtio-rng")
+# What the guest needs to reach its disk, network and volumes; their dependencies come along.
+MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "virtio-rng", "virtiofs")
 # The bzImage payload's compression, by its first bytes, and the tool that unpacks it.
 DECOMPRESSORS = {
     b"\x1f\x8b\x08": ["gzip", "-dc"],

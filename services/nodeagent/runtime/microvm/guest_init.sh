@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # PID 1 of the initramfs: loads the virtio drivers, puts the sandbox's network on eth0,
-# mounts the template's disk as the root and hands over to the template's init (the
-# `corral.init=` argument, comma-separated). `corral.probe` only says the guest booted.
+# mounts the template's disk as the root (and the sandbox's volumes in it) and hands over
+# to the template's init (the `corral.init=` argument, comma-separated). `corral.probe`
+# only says the guest booted.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -19,6 +20,7 @@ fi
 GUEST_IP=$(arg corral.ip)
 GATEWAY=$(arg corral.gw)
 INIT=$(arg corral.init)
+VOLUMES=$(arg corral.volumes)
 
 ip link set lo up
 ip addr add "$GUEST_IP" dev eth0
@@ -38,6 +40,12 @@ mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=666 devpts /newroot/dev
 mount -t tmpfs -o nosuid,nodev shm /newroot/dev/shm
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o nosuid,nodev,mode=755 tmpfs /newroot/run
+# Volumes: virtio-fs devices, each mounted where the sandbox asked (`corral.volumes=`: base64
+# of "tag path" lines).
+echo "$VOLUMES" | base64 -d | while read -r tag path; do
+  mkdir -p "/newroot$path" && mount -t virtiofs "$tag" "/newroot$path" \
+    || { echo "cannot mount the volume at $path"; poweroff -f; }
+done
 hostname sandbox
 # Pages the guest kernel moves on its own (proactive compaction, huge-page collapsing) become
 # private copies in every clone of a snapshot: the guest leaves its memory where it is.

@@ -9,15 +9,18 @@ VM waits for an incoming stream:
   file holds the RAM and the stream only the devices;
 - clone: the template's RAM file mapped private (`share=off`): pages are shared with the
   template and every other clone until the guest writes them;
-- boot and full restore: anonymous RAM.
+- boot and full restore: anonymous RAM; a memfd mapped shared when the VM mounts host
+  directories, since their virtiofsd reads and writes guest RAM itself.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from .shared_dirs import SharedDir
 from .vm_network import GUEST_ADDRESS, GUEST_MAC, PREFIX, TAP, TAP_ADDRESS
 
 QEMU = "qemu-system-x86_64"
@@ -54,6 +57,7 @@ class VmConfig:
     incoming: bool = False
     tsc_khz: int | None = None
     extra_append: tuple[str, ...] = field(default=())
+    shared_dirs: tuple[SharedDir, ...] = field(default=())  # volumes
 
     @property
     def qmp_socket(self) -> Path:
@@ -72,6 +76,11 @@ def kernel_cmdline(config: VmConfig) -> str:
     for arg in config.init:
         if not arg or any(ch in arg for ch in ", \t\n\"'"):
             raise ValueError(f"init argument {arg!r} cannot be passed on the kernel command line")
+    # Any path (spaces included) survives the command line as base64 of "tag path" lines.
+    lines = "".join(f"{shared.tag} {shared.guest_path}\n" for shared in config.shared_dirs)
+    if lines.count("\n") != len(config.shared_dirs):
+        raise ValueError("a volume's mount path cannot hold a line break")
+    mounts = base64.b64encode(lines.encode()).decode()
     args = [
         "console=ttyS0",
         "quiet",
@@ -81,6 +90,7 @@ def kernel_cmdline(config: VmConfig) -> str:
         f"corral.ip={GUEST_ADDRESS}/{PREFIX}",
         f"corral.gw={TAP_ADDRESS}",
         f"corral.init={','.join(config.init)}",
+        *([f"corral.volumes={mounts}"] if mounts else []),
         *config.extra_append,
     ]
     return " ".join(args)
@@ -89,6 +99,8 @@ def kernel_cmdline(config: VmConfig) -> str:
 def memory_backend(config: VmConfig) -> str:
     size = f"size={config.memory_mb}M"
     if config.memory is Memory.ANONYMOUS:
+        if config.shared_dirs:
+            return f"memory-backend-memfd,id=mem,{size},share=on"
         return f"memory-backend-ram,id=mem,{size}"
     if config.memory_file is None:
         raise ValueError("a file-backed VM needs its memory file")
@@ -117,6 +129,19 @@ def block_devices(config: VmConfig) -> list[str]:
         ]
         below = f"layer{index}"
     return [*argv, "-device", f"virtio-blk-device,drive={below}"]
+
+
+def filesystem_devices(config: VmConfig) -> list[str]:
+    argv: list[str] = []
+    for shared in config.shared_dirs:
+        chardev = f"fs{shared.index}"
+        argv += [
+            "-chardev",
+            f"socket,id={chardev},path={shared.socket(config.run_dir)}",
+            "-device",
+            f"vhost-user-fs-device,chardev={chardev},tag={shared.tag}",
+        ]
+    return argv
 
 
 def qemu_argv(config: VmConfig) -> list[str]:
@@ -152,6 +177,7 @@ def qemu_argv(config: VmConfig) -> list[str]:
         "-serial",
         "chardev:console",
         *block_devices(config),
+        *filesystem_devices(config),
         "-netdev",
         f"tap,id=net0,ifname={TAP},script=no,downscript=no",
         "-device",

@@ -32,7 +32,7 @@ from ... import network
 from ...commands import CommandFailed, run
 from .. import console
 from ..base import CHECKPOINT_FILE, RestartFailed, RunningSandbox, SandboxSpec, SandboxStats
-from . import process, qmp, vm_network
+from . import process, qmp, shared_dirs, vm_network
 from .guest import Guest, ensure_guest
 from .qemu import CONSOLE_LOG, QMP_SOCKET, Memory, VmConfig, qemu_argv
 from .root_image import ensure_root_image
@@ -71,9 +71,9 @@ class MicroVMRuntime:
     name = "microvm"
     # A VM's snapshot keeps its guest's sockets as they are: envd need not let go of them.
     releases_sockets = False
-    # Debian's cloud kernel (the guest) has no 9p, and bookworm packages no virtiofsd for
-    # its virtiofs: a volume cannot reach the guest yet (docs/guide/volumes.md).
-    supports_volumes = False
+    # QEMU 7.2 (bookworm's) cannot migrate a vhost-user-fs device: a VM that mounts
+    # volumes cannot be paused or snapshotted (docs/guide/volumes.md).
+    saves_volumes = False
     # A disk layer saved without the guest's page cache could lose writes: not offered yet.
     saves_files_only = False
 
@@ -86,6 +86,9 @@ class MicroVMRuntime:
         self._guest = guest  # made on first use when not given
         self._guest_lock = asyncio.Lock()
         self._tsc_khz = process.host_tsc_khz() if accel == "tcg" else None
+        # Volumes reach the guest through virtio-fs, served by virtiofsd.
+        self.supports_volumes = shared_dirs.virtiofsd() is not None
+        self._daemons = shared_dirs.Daemons()
 
     def _dir(self, sandbox_id: str) -> Path:
         return self._sandboxes / sandbox_id
@@ -125,6 +128,7 @@ class MicroVMRuntime:
             memory_file=memory_file,
             incoming=incoming,
             tsc_khz=self._tsc_khz,
+            shared_dirs=shared_dirs.shared_dirs(spec.volumes),
         )
 
     def _record(
@@ -156,6 +160,8 @@ class MicroVMRuntime:
     async def restore(self, spec: SandboxSpec, image_dir: Path) -> RunningSandbox:
         """A clone of a template snapshot (its RAM shared copy-on-write), or a sandbox back
         from its pause or persistent snapshot (all its RAM loaded)."""
+        if spec.volumes:  # never saved with them (`saves_volumes`): they would not load
+            raise CommandFailed("a microVM image cannot be restored with volumes")
         image = await asyncio.to_thread(_read_record, image_dir)
         if image is None:
             raise CommandFailed(f"{image_dir} is not a microVM image")
@@ -213,6 +219,8 @@ class MicroVMRuntime:
             else:
                 memory = Memory.ANONYMOUS if memory_file is None else Memory.SHARED_FILE
             config = self._config(spec, guest, root, (*layers, own), memory, memory_file, state is not None)
+            for shared in config.shared_dirs:
+                await self._daemons.start(run_dir, shared)
             await vm_network.create(net)
             await process.start_qemu(
                 ["ip", "netns", "exec", net.netns, *qemu_argv(config)], run_dir / "qemu.log"
@@ -335,6 +343,7 @@ class MicroVMRuntime:
         pid = await asyncio.to_thread(process.qemu_pid, run_dir)
         if pid is not None:
             await process.kill_and_wait(pid)
+        await self._daemons.stop_all(run_dir)
         if net is not None:
             await network.destroy(net)
         await asyncio.to_thread(shutil.rmtree, run_dir, True)
